@@ -1,0 +1,4 @@
+"""Training-side pieces: optimizer constructors (registered on import)."""
+from .optimizers import GlobalMambaLayerDecayOptimizerConstructor
+
+__all__ = ['GlobalMambaLayerDecayOptimizerConstructor']
