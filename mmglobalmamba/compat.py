@@ -1,0 +1,94 @@
+"""Compatibility of the OpenMMLab 2.0 stack with current torch.
+
+* torch >= 2.6 loads checkpoints with ``weights_only=True``. mmengine 0.10.7 stores its
+  message hub (``HistoryBuffer`` objects holding numpy arrays) in every checkpoint, so resume
+  and test fail. We allow-list exactly those types instead of turning the protection off,
+  and make a refused file raise an error that says what happened.
+* SyncBN runs only on CUDA. :func:`syncbn_to_bn` rewrites a config for CPU runs.
+"""
+import copy
+import os.path as osp
+import pickle
+
+import numpy as np
+import torch
+from mmengine.logging import HistoryBuffer
+from mmengine.runner.checkpoint import CheckpointLoader
+
+
+def _numpy_safe_globals():
+    """The numpy objects that pickled arrays and scalars are rebuilt from."""
+    try:  # numpy >= 2
+        from numpy._core.multiarray import _reconstruct, scalar
+    except ImportError:  # numpy 1.x
+        from numpy.core.multiarray import _reconstruct, scalar
+    dtypes = [type(np.dtype(t)) for t in (
+        np.float16, np.float32, np.float64, np.int8, np.int16, np.int32, np.int64,
+        np.uint8, np.bool_)]
+    return [np.ndarray, np.dtype, _reconstruct, scalar, *dtypes]
+
+
+SAFE_GLOBALS = [HistoryBuffer, *_numpy_safe_globals()]
+
+
+def allow_mmengine_checkpoints():
+    """Let ``torch.load(weights_only=True)`` read what mmengine writes (no code runs)."""
+    if hasattr(torch.serialization, 'add_safe_globals'):
+        torch.serialization.add_safe_globals(SAFE_GLOBALS)
+
+
+class UnsafeCheckpointError(RuntimeError):
+    """A checkpoint holds objects that only arbitrary code could rebuild."""
+
+
+def safe_torch_load(filename, map_location='cpu'):
+    """``torch.load`` with ``weights_only=True``; a refused file gets a clear error."""
+    filename = osp.expanduser(filename)
+    if not osp.isfile(filename):
+        raise FileNotFoundError(
+            f'checkpoint {filename!r} does not exist: check the path in your config '
+            '(load_from / init_cfg.checkpoint / --checkpoint).')
+    try:
+        return torch.load(filename, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise UnsafeCheckpointError(
+            f'refused to load {filename!r}: it contains Python objects that are not plain '
+            f'tensors, numbers or mmengine log buffers, and loading them could execute code '
+            f'({str(err).splitlines()[0]}). If you trust the file, re-save its state_dict '
+            'with torch.save(weights) in a trusted environment; mmglobalmamba never loads '
+            'checkpoints with weights_only=False.') from err
+    except (RuntimeError, EOFError) as err:
+        raise RuntimeError(
+            f'could not read checkpoint {filename!r}: the file is truncated or not a torch '
+            f'checkpoint ({err}). Download or copy it again.') from err
+
+
+def _load_from_local(filename, map_location):
+    return safe_torch_load(filename, map_location)
+
+
+def install_safe_local_loader():
+    """Route mmengine's local checkpoint loading (resume, load_from, init) through us."""
+    CheckpointLoader.register_scheme(prefixes='', force=True)(_load_from_local)
+
+
+def syncbn_to_bn(cfg):
+    """A copy of a config tree (dicts and lists) with every SyncBN norm type made ``BN``.
+
+    mmengine already reverts SyncBN modules in single-process runs, but a multi-process CPU
+    (gloo) run would keep them and fail; configs stay written for multi-GPU training.
+    Use as ``cfg.model = syncbn_to_bn(cfg.model)``.
+    """
+    if isinstance(cfg, dict):
+        return {k: 'BN' if k == 'type' and v in SYNCBN_TYPES else syncbn_to_bn(v)
+                for k, v in cfg.items()}
+    if isinstance(cfg, (list, tuple)):
+        return type(cfg)(syncbn_to_bn(v) for v in cfg)
+    return copy.deepcopy(cfg)
+
+
+SYNCBN_TYPES = ('SyncBN', 'MMSyncBN', 'TorchSyncBN')
+
+
+allow_mmengine_checkpoints()
+install_safe_local_loader()

@@ -1,0 +1,3 @@
+from .global_mamba import GlobalMamba
+
+__all__ = ['GlobalMamba']

@@ -1,0 +1,92 @@
+"""torch >= 2.6 checkpoint loading for mmengine files, and SyncBN on CPU."""
+import os
+import pickle
+
+import pytest
+import torch
+import torch.nn as nn
+from mmengine.model import BaseModel
+from mmengine.runner import Runner
+from mmengine.runner.checkpoint import CheckpointLoader
+
+import mmglobalmamba  # noqa: F401  (installs the allow-list and the safe loader)
+from mmglobalmamba.compat import UnsafeCheckpointError, safe_torch_load, syncbn_to_bn
+
+
+class ToyModel(BaseModel):
+    def __init__(self, norm='SyncBN'):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = nn.SyncBatchNorm(4) if norm == 'SyncBN' else nn.BatchNorm2d(4)
+
+    def forward(self, inputs, labels=None, mode='tensor'):
+        out = self.bn(self.conv(inputs)).mean((1, 2, 3))
+        if mode == 'loss':
+            return {'loss': ((out - labels) ** 2).mean()}
+        return out
+
+
+class ToyData(torch.utils.data.Dataset):
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        g = torch.Generator().manual_seed(i)
+        return dict(inputs=torch.randn(3, 8, 8, generator=g), labels=torch.tensor(float(i)))
+
+
+def _runner(work_dir, max_iters, **kwargs):
+    return Runner(
+        model=ToyModel(), work_dir=str(work_dir),
+        train_dataloader=dict(dataset=ToyData(), sampler=dict(type='DefaultSampler'),
+                              batch_size=4, num_workers=0),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01)),
+        train_cfg=dict(by_epoch=False, max_iters=max_iters, val_interval=1000),
+        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=2,
+                                           by_epoch=False)),
+        **kwargs)
+
+
+def test_syncbn_model_trains_single_process_on_cpu_and_resumes(tmp_path):
+    """A SyncBN model runs on CPU in one process; its mmengine checkpoint (HistoryBuffer,
+    numpy) loads under weights_only=True and training resumes from it."""
+    _runner(tmp_path, 2).train()
+    ckpt = tmp_path / 'iter_2.pth'
+    assert ckpt.exists()
+    state = torch.load(ckpt, weights_only=True)  # plain torch: the allow-list is enough
+    assert 'message_hub' in state and 'optimizer' in state
+    runner = _runner(tmp_path, 4, resume=True, load_from=str(ckpt))
+    runner.train()
+    assert runner.iter == 4 and (tmp_path / 'iter_4.pth').exists()
+    assert not any(isinstance(m, nn.SyncBatchNorm) for m in runner.model.modules())
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (os.system, (f'touch {self.marker}',))
+
+
+def test_crafted_pickle_is_refused(tmp_path):
+    marker = tmp_path / 'pwned'
+    _Exploit.marker = str(marker)
+    path = tmp_path / 'evil.pth'
+    torch.save({'state_dict': {'w': torch.ones(1)}, 'meta': _Exploit()}, path)
+    with pytest.raises(UnsafeCheckpointError, match='refused to load.*could execute code'):
+        CheckpointLoader.load_checkpoint(str(path))  # the path mmengine's Runner takes
+    with pytest.raises(UnsafeCheckpointError):
+        safe_torch_load(str(path))
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(path, weights_only=True)
+    assert not marker.exists()
+
+
+def test_syncbn_to_bn_rewrites_every_norm():
+    cfg = dict(model=dict(backbone=dict(norm_cfg=dict(type='SyncBN', requires_grad=True)),
+                          heads=[dict(norm_cfg=dict(type='SyncBN')), dict(type='LN')]),
+               other=('SyncBN',))
+    out = syncbn_to_bn(cfg)
+    assert out['model']['backbone']['norm_cfg'] == dict(type='BN', requires_grad=True)
+    assert out['model']['heads'][0]['norm_cfg']['type'] == 'BN'
+    assert out['model']['heads'][1]['type'] == 'LN'
+    assert out['other'] == ('SyncBN',)  # only norm *types* change
+    assert cfg['model']['backbone']['norm_cfg']['type'] == 'SyncBN'  # input untouched
