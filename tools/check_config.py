@@ -116,6 +116,21 @@ def check_model(model, cfg, shape=(64, 64), loss=False, seed=0):
     return report
 
 
+def check_config(cfg, shape=(128, 128), loss=False, seed=0):
+    """Build ``cfg``'s model and run it once at ``shape``; returns a one-line summary."""
+    import torch
+    if cfg.model.get('data_preprocessor', {}).get('size') is not None:
+        cfg.model.data_preprocessor.size = tuple(shape)  # training-time padding target
+    torch.manual_seed(seed)
+    start = time.perf_counter()
+    model = build_model(cfg)
+    n_params = sum(p.numel() for p in model.parameters())
+    report = check_model(model, cfg, tuple(shape), loss=loss, seed=seed)
+    return (f'{type(model).__name__} with {type(model.backbone).__name__} '
+            f'({n_params / 1e6:.1f}M params) ok at {shape[0]}x{shape[1]}: {report} '
+            f'in {time.perf_counter() - start:.1f}s')
+
+
 def main(argv=None):
     from mmengine.config import Config, DictAction
     parser = argparse.ArgumentParser(description='Build a config\'s model and run it once')
@@ -125,20 +140,10 @@ def main(argv=None):
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     args = parser.parse_args(argv)
 
-    import torch
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
-    if cfg.model.get('data_preprocessor', {}).get('size') is not None:
-        cfg.model.data_preprocessor.size = tuple(args.shape)  # training-time padding target
-    torch.manual_seed(0)
-    start = time.perf_counter()
-    model = build_model(cfg)
-    n_params = sum(p.numel() for p in model.parameters())
-    report = check_model(model, cfg, tuple(args.shape), loss=args.loss)
-    print(f'{args.config}: {type(model).__name__} with {type(model.backbone).__name__} '
-          f'({n_params / 1e6:.1f}M params) ok at {args.shape[0]}x{args.shape[1]}: {report} '
-          f'in {time.perf_counter() - start:.1f}s')
+    print(f'{args.config}: {check_config(cfg, tuple(args.shape), loss=args.loss)}')
 
 
 if __name__ == '__main__':

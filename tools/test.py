@@ -9,6 +9,7 @@ Examples::
 Checkpoints are read with ``torch.load(weights_only=True)`` (see ``mmglobalmamba.compat``).
 """
 import argparse
+import json
 import os
 import os.path as osp
 import sys
@@ -52,6 +53,13 @@ def enable_visualization(cfg, show_dir):
         cfg.visualizer['save_dir'] = show_dir
 
 
+def _jsonable(value):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value)
+
+
 def main(argv=None):
     args = parse_args(argv)
     import mmglobalmamba  # noqa: F401  (registers GlobalMamba, checkpoint allow-list)
@@ -75,6 +83,12 @@ def main(argv=None):
 
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     metrics = runner.test()
+    from mmengine.dist import is_main_process
+    if is_main_process():  # machine-readable copy of the logged metrics
+        path = osp.join(cfg.work_dir, 'test_metrics.json')
+        with open(path, 'w') as f:
+            json.dump({k: _jsonable(v) for k, v in metrics.items()}, f, indent=1)
+        print(f'metrics written to {path}')
     return metrics
 
 

@@ -129,6 +129,8 @@ def main(argv=None):
 
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.train()
+    from mmengine.dist import get_rank, get_world_size
+    print(f'rank {get_rank()}/{get_world_size()} finished training', flush=True)
 
 
 if __name__ == '__main__':

@@ -1,0 +1,61 @@
+"""Two CPU processes (torchrun, gloo) train the synthetic segmentation demo for a few
+iterations through tools/dist_train.sh, write a checkpoint, then resume from it (the
+torch >= 2.6 ``weights_only`` path)."""
+import glob
+import os
+import os.path as osp
+import socket
+import subprocess
+import sys
+
+import pytest
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+CONFIG = 'configs/demo/upernet_globalmamba-tiny_synthetic-seg.py'
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def run(cmd, env, timeout=600):
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f'{" ".join(cmd)} failed:\n{out[-6000:]}'
+    return out
+
+
+@pytest.mark.slow
+def test_dist_train_and_resume(tmp_path):
+    data = tmp_path / 'data'
+    subprocess.run([sys.executable, 'tools/make_synthetic_seg.py', '--out', str(data),
+                    '--num-train', '8', '--num-val', '4', '--size', '64'],
+                   cwd=ROOT, check=True, capture_output=True)
+    work = tmp_path / 'work'
+    env = dict(os.environ, PYTHON=sys.executable, PORT=str(free_port()), OMP_NUM_THREADS='1')
+    options = [
+        f'train_dataloader.dataset.data_root={data}',
+        f'val_dataloader.dataset.data_root={data}',
+        f'test_dataloader.dataset.data_root={data}',
+        'train_dataloader.batch_size=2', 'val_dataloader.batch_size=2',
+        'model.data_preprocessor.size=[64,64]',
+        'model.backbone.img_size=64',
+        'default_hooks.logger.interval=1',
+    ]
+
+    out = run(['bash', 'tools/dist_train.sh', CONFIG, '2', '--work-dir', str(work),
+               '--cfg-options', 'train_cfg.max_iters=3', 'train_cfg.val_interval=3',
+               *options], env)
+    assert 'rank 0/2 finished training' in out and 'rank 1/2 finished training' in out, out[-3000:]
+    assert osp.isfile(work / 'iter_3.pth'), os.listdir(work)
+    assert 'mIoU' in out  # distributed validation gathered results over gloo
+
+    out = run(['bash', 'tools/dist_train.sh', CONFIG, '2', '--work-dir', str(work),
+               '--resume', '--cfg-options', 'train_cfg.max_iters=5', 'train_cfg.val_interval=5',
+               *options], env)
+    assert 'resumed' in out.lower(), out[-3000:]
+    assert 'rank 0/2 finished training' in out and 'rank 1/2 finished training' in out
+    assert osp.isfile(work / 'iter_5.pth'), sorted(glob.glob(str(work / '*.pth')))
