@@ -1,0 +1,542 @@
+// Selective scan (Mamba-1 S6) forward and backward for CPU tensors.
+//
+// Conventions follow mamba_ssm's selective_scan_fn, with one layout change made by the
+// Python wrapper (mmglobalmamba/ops/cpu_kernel.py) so that the inner loop over the state
+// dimension is contiguous:
+//   u, delta, z, out : (batch, dim, L)            contiguous
+//   A                : (dim, N)                   real
+//   B, C             : (batch, G, L, N)           contiguous (the wrapper transposes N <-> L)
+//   D, delta_bias    : (dim,)
+// Channel d reads group g = d / (dim / G).  Math (per channel, per step t):
+//   dt_t = softplus(delta_t + bias) or delta_t + bias
+//   h_t  = exp(dt_t * A) * h_{t-1} + dt_t * u_t * B_t
+//   y_t  = <C_t, h_t> + D * u_t ;  out_t = y_t * silu(z_t) when z is given.
+// float32 and float64 are computed natively (float64 exists for gradcheck); the wrapper
+// converts half / bfloat16 to float32 first.
+//
+// Parallelism: at::parallel_for over (batch, dim) channels.  The backward reduces dB / dC
+// over the channels of a group through per-chunk (L, N) buffers summed in a fixed order,
+// and dA / dD / d(delta_bias) through per-(batch, channel) partials summed over batch, so
+// results do not depend on thread timing.
+
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+namespace {
+
+// Hot loops are compiled for AVX-512, AVX2 and the baseline ISA; the dynamic loader
+// picks the best one at run time (setup.py compiles without -march=native).
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define MGM_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define MGM_CLONES
+#endif
+#define MGM_INLINE inline __attribute__((always_inline))
+
+// Bit casts that the vectorizer understands (memcpy through a local blocks it).
+MGM_INLINE int32_t as_int(float x) { return __builtin_bit_cast(int32_t, x); }
+MGM_INLINE float as_float(int32_t x) { return __builtin_bit_cast(float, x); }
+// Branch-free min / max / abs (std:: versions may stay out-of-line in the ISA clones).
+MGM_INLINE float fmin_(float a, float b) { return a < b ? a : b; }
+MGM_INLINE float fmax_(float a, float b) { return a > b ? a : b; }
+MGM_INLINE float fabs_(float a) { return a < 0.0f ? -a : a; }
+
+// ---------------------------------------------------------------------------------------
+// Elementwise math.  The float versions are branch-free so that loops over them vectorize;
+// the double versions use libm (they only serve gradcheck-sized problems).
+
+// exp(x) for float: x = k ln2 + r with |r| <= ln2 / 2, exp(r) by a degree-6 polynomial
+// (Cephes coefficients, ~1 ulp), 2^k assembled in the exponent bits.
+MGM_INLINE float fast_exp(float x) {
+  const float xin = x;
+  x = fmin_(fmax_(x, -87.0f), 88.0f);
+  const float shifter = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+  float kf = x * 1.44269504088896341f + shifter;
+  const int32_t ki = as_int(kf) - 0x4B400000;  // the integer k sits in the low mantissa bits
+  kf -= shifter;
+  float r = x - kf * 0.693359375f;
+  r = r + kf * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const float res = p * as_float((ki + 127) << 23);
+  return xin < -87.0f ? 0.0f : res;  // underflow to zero like expf
+}
+MGM_INLINE double fast_exp(double x) { return std::exp(x); }
+
+// log(1 + e) for e in [0, 1], float: log(m 2^k) with m in [sqrt(1/2), sqrt(2)) by the Cephes
+// logf polynomial, then corrected by e / ((1 + e) - 1) so that tiny e keeps full precision.
+MGM_INLINE float log1p_unit(float e) {
+  const float y = 1.0f + e;  // in [1, 2]
+  const int32_t bits = as_int(y);
+  // Split y = m * 2^k with m in [sqrt(1/2), sqrt(2)): here k is 0 or 1.
+  const bool big = y > 1.41421356f;
+  const int32_t mbits = big ? bits - (1 << 23) : bits;
+  const float m = as_float(mbits);
+  const float k = big ? 1.0f : 0.0f;
+  const float x = m - 1.0f;
+  const float z = x * x;
+  float p = 7.0376836292e-2f;
+  p = p * x - 1.1514610310e-1f;
+  p = p * x + 1.1676998740e-1f;
+  p = p * x - 1.2420140846e-1f;
+  p = p * x + 1.4249322787e-1f;
+  p = p * x - 1.6668057665e-1f;
+  p = p * x + 2.0000714765e-1f;
+  p = p * x - 2.4999993993e-1f;
+  p = p * x + 3.3333331174e-1f;
+  float l = x * z * p;
+  l += k * -2.12194440e-4f;
+  l -= 0.5f * z;
+  l = x + l;
+  l += k * 0.693359375f;
+  // Goldberg's correction: log1p(e) = log(y) * e / (y - 1), exact when y - 1 == e.
+  const float ym1 = y - 1.0f;
+  return ym1 == 0.0f ? e : l * (e / ym1);
+}
+
+MGM_INLINE float softplus(float x) {
+  // Same threshold as torch.nn.functional.softplus (beta 1, threshold 20).
+  const float v = fmax_(x, 0.0f) + log1p_unit(fast_exp(-fabs_(x)));
+  return x > 20.0f ? x : v;
+}
+MGM_INLINE double softplus(double x) { return x > 20.0 ? x : std::log1p(std::exp(x)); }
+
+MGM_INLINE float sigmoid(float x) { return 1.0f / (1.0f + fast_exp(-x)); }
+MGM_INLINE double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+
+// ---------------------------------------------------------------------------------------
+// Per-channel work.  Pointers are already offset to the channel (u, delta, z, out, ...) or
+// to its (batch, group) slice (B, C: (L, N)).
+
+struct ChannelIn {
+  int64_t L, N;
+  const void* u;      // (L)
+  const void* delta;  // (L)
+  const void* z;      // (L) or null
+  const void* A;      // (N)
+  const void* B;      // (L, N)
+  const void* C;      // (L, N)
+  double D, bias;
+  bool has_D, has_z, softplus;
+};
+
+// dt_t for every step (and, if sig != null, d dt / d delta = sigmoid(delta + bias)).
+template <typename T>
+MGM_INLINE void compute_dt(const ChannelIn& in, T* dt, T* sig) {
+  const T* delta = static_cast<const T*>(in.delta);
+  const T bias = static_cast<T>(in.bias);
+  const int64_t L = in.L;
+  if (in.softplus) {
+#pragma omp simd
+    for (int64_t t = 0; t < L; ++t) dt[t] = softplus(static_cast<T>(delta[t] + bias));
+    if (sig) {
+#pragma omp simd
+      for (int64_t t = 0; t < L; ++t) sig[t] = sigmoid(static_cast<T>(delta[t] + bias));
+    }
+  } else {
+#pragma omp simd
+    for (int64_t t = 0; t < L; ++t) dt[t] = delta[t] + bias;
+    if (sig) {
+      for (int64_t t = 0; t < L; ++t) sig[t] = T(1);
+    }
+  }
+}
+
+// Forward for one channel.  work: 2 * L + N scalars.
+template <typename T>
+MGM_INLINE void fwd_channel(const ChannelIn& in, T* out, T* work) {
+  const int64_t L = in.L, N = in.N;
+  const T* u = static_cast<const T*>(in.u);
+  const T* z = static_cast<const T*>(in.z);
+  const T* A = static_cast<const T*>(in.A);
+  const T* B = static_cast<const T*>(in.B);
+  const T* C = static_cast<const T*>(in.C);
+  T* dt = work;          // (L)
+  T* y = work + L;       // (L)
+  T* h = work + 2 * L;   // (N)
+  compute_dt<T>(in, dt, nullptr);
+  for (int64_t n = 0; n < N; ++n) h[n] = T(0);
+  for (int64_t t = 0; t < L; ++t) {
+    const T dtt = dt[t];
+    const T dtu = dtt * u[t];
+    const T* Bt = B + t * N;
+    const T* Ct = C + t * N;
+    T acc = T(0);
+#pragma omp simd reduction(+ : acc)
+    for (int64_t n = 0; n < N; ++n) {
+      const T hn = fast_exp(dtt * A[n]) * h[n] + dtu * Bt[n];
+      h[n] = hn;
+      acc += hn * Ct[n];
+    }
+    y[t] = acc;
+  }
+  const T Dv = in.has_D ? static_cast<T>(in.D) : T(0);
+  if (in.has_z) {
+#pragma omp simd
+    for (int64_t t = 0; t < L; ++t) {
+      const T zt = z[t];
+      out[t] = (y[t] + Dv * u[t]) * (zt * sigmoid(zt));
+    }
+  } else {
+#pragma omp simd
+    for (int64_t t = 0; t < L; ++t) out[t] = y[t] + Dv * u[t];
+  }
+}
+
+struct ChannelGrad {
+  const void* dout;  // (L)
+  void* du;          // (L)
+  void* ddelta;      // (L)
+  void* dz;          // (L) or null
+  void* dA;          // (N)   this channel's share (per batch)
+  void* dB;          // (L, N) accumulated over the channels of a chunk
+  void* dC;          // (L, N)
+  double dD = 0, dbias = 0;  // outputs
+};
+
+// Backward for one channel: recompute the states forward, then a reverse pass.
+// work: 4 * L + (2 L + 1) * N + 2 * N scalars.
+template <typename T>
+MGM_INLINE void bwd_channel(const ChannelIn& in, ChannelGrad& gr, T* work) {
+  const int64_t L = in.L, N = in.N;
+  const T* u = static_cast<const T*>(in.u);
+  const T* z = static_cast<const T*>(in.z);
+  const T* A = static_cast<const T*>(in.A);
+  const T* B = static_cast<const T*>(in.B);
+  const T* C = static_cast<const T*>(in.C);
+  const T* dout = static_cast<const T*>(gr.dout);
+  T* du = static_cast<T*>(gr.du);
+  T* ddelta = static_cast<T*>(gr.ddelta);
+  T* dz = static_cast<T*>(gr.dz);
+  T* dA = static_cast<T*>(gr.dA);
+  T* dB = static_cast<T*>(gr.dB);
+  T* dC = static_cast<T*>(gr.dC);
+
+  T* dt = work;                 // (L)
+  T* sig = dt + L;              // (L)   d dt / d delta
+  T* y = sig + L;               // (L)   pre-gate output, then dL/dy
+  T* ddt = y + L;               // (L)
+  T* a = ddt + L;               // (L, N)      exp(dt_t A)
+  T* h = a + L * N;             // (L + 1, N)  row 0 = h_{-1} = 0
+  T* g = h + (L + 1) * N;       // (N)  a_{t+1} * dL/dh_{t+1}, carried backwards
+  T* dA_acc = g + N;            // (N)
+
+  compute_dt<T>(in, dt, sig);
+  const T Dv = in.has_D ? static_cast<T>(in.D) : T(0);
+
+  // Forward recompute, keeping exp(dt A) and the states.
+  for (int64_t n = 0; n < N; ++n) h[n] = T(0);
+  for (int64_t t = 0; t < L; ++t) {
+    const T dtt = dt[t];
+    const T dtu = dtt * u[t];
+    const T* Bt = B + t * N;
+    const T* Ct = C + t * N;
+    const T* hp = h + t * N;
+    T* hc = h + (t + 1) * N;
+    T* at = a + t * N;
+    T acc = T(0);
+#pragma omp simd reduction(+ : acc)
+    for (int64_t n = 0; n < N; ++n) {
+      const T an = fast_exp(dtt * A[n]);
+      const T hn = an * hp[n] + dtu * Bt[n];
+      at[n] = an;
+      hc[n] = hn;
+      acc += hn * Ct[n];
+    }
+    y[t] = acc + Dv * u[t];
+  }
+
+  // Gate: out = y * silu(z).  Turn y into dL/dy in place.
+  if (in.has_z) {
+#pragma omp simd
+    for (int64_t t = 0; t < L; ++t) {
+      const T zt = z[t];
+      const T s = sigmoid(zt);
+      dz[t] = dout[t] * y[t] * s * (T(1) + zt * (T(1) - s));
+      y[t] = dout[t] * zt * s;
+    }
+  } else {
+    for (int64_t t = 0; t < L; ++t) y[t] = dout[t];
+  }
+  const T* dy = y;
+
+  T dD = T(0);
+  for (int64_t n = 0; n < N; ++n) {
+    g[n] = T(0);
+    dA_acc[n] = T(0);
+  }
+  for (int64_t t = L - 1; t >= 0; --t) {
+    const T dyt = dy[t];
+    const T dtt = dt[t];
+    const T ut = u[t];
+    const T dtu = dtt * ut;
+    const T* Bt = B + t * N;
+    const T* Ct = C + t * N;
+    const T* at = a + t * N;
+    const T* hp = h + t * N;
+    const T* hc = h + (t + 1) * N;
+    T* dBt = dB + t * N;
+    T* dCt = dC + t * N;
+    T s_gB = T(0), s_gA = T(0);
+#pragma omp simd reduction(+ : s_gB, s_gA)
+    for (int64_t n = 0; n < N; ++n) {
+      const T gn = g[n] + dyt * Ct[n];     // dL/dh_t
+      dCt[n] += dyt * hc[n];
+      dBt[n] += gn * dtu;
+      s_gB += gn * Bt[n];
+      const T xn = gn * at[n] * hp[n];     // dL/d(dt_t A_n)
+      s_gA += xn * A[n];
+      dA_acc[n] += xn * dtt;
+      g[n] = gn * at[n];
+    }
+    ddt[t] = s_gA + ut * s_gB;
+    du[t] = dyt * Dv + dtt * s_gB;
+    dD += dyt * ut;
+  }
+  T dbias = T(0);
+  for (int64_t t = 0; t < L; ++t) {
+    const T dd = ddt[t] * sig[t];
+    ddelta[t] = dd;
+    dbias += dd;
+  }
+  for (int64_t n = 0; n < N; ++n) dA[n] = dA_acc[n];
+  gr.dD = static_cast<double>(dD);
+  gr.dbias = static_cast<double>(dbias);
+}
+
+// Non-template entry points carry the ISA clones; the templates inline into each clone.
+MGM_CLONES void fwd_channel_f32(const ChannelIn& in, float* out, float* work) {
+  fwd_channel<float>(in, out, work);
+}
+MGM_CLONES void fwd_channel_f64(const ChannelIn& in, double* out, double* work) {
+  fwd_channel<double>(in, out, work);
+}
+MGM_CLONES void bwd_channel_f32(const ChannelIn& in, ChannelGrad& gr, float* work) {
+  bwd_channel<float>(in, gr, work);
+}
+MGM_CLONES void bwd_channel_f64(const ChannelIn& in, ChannelGrad& gr, double* work) {
+  bwd_channel<double>(in, gr, work);
+}
+inline void fwd_channel_any(const ChannelIn& in, float* out, float* work) { fwd_channel_f32(in, out, work); }
+inline void fwd_channel_any(const ChannelIn& in, double* out, double* work) { fwd_channel_f64(in, out, work); }
+inline void bwd_channel_any(const ChannelIn& in, ChannelGrad& gr, float* work) { bwd_channel_f32(in, gr, work); }
+inline void bwd_channel_any(const ChannelIn& in, ChannelGrad& gr, double* work) { bwd_channel_f64(in, gr, work); }
+
+// ---------------------------------------------------------------------------------------
+// Argument checks shared by forward and backward.
+
+struct Dims {
+  int64_t batch, dim, L, N, G;
+};
+
+Dims check_inputs(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
+                  const at::Tensor& B, const at::Tensor& C, const c10::optional<at::Tensor>& D,
+                  const c10::optional<at::Tensor>& z, const c10::optional<at::Tensor>& bias) {
+  const auto dtype = u.scalar_type();
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble,
+              "selective_scan_cpu: inputs must be float32 or float64, got ", dtype);
+  auto check = [&](const at::Tensor& t, const char* name, int64_t ndim) {
+    TORCH_CHECK(t.device().is_cpu(), "selective_scan_cpu: ", name, " must be a CPU tensor");
+    TORCH_CHECK(t.scalar_type() == dtype, "selective_scan_cpu: ", name, " has dtype ",
+                t.scalar_type(), ", expected ", dtype);
+    TORCH_CHECK(t.dim() == ndim, "selective_scan_cpu: ", name, " must have ", ndim,
+                " dims, got shape ", t.sizes());
+    TORCH_CHECK(t.is_contiguous(), "selective_scan_cpu: ", name, " must be contiguous");
+  };
+  check(u, "u", 3);
+  check(delta, "delta", 3);
+  check(A, "A", 2);
+  check(B, "B", 4);
+  check(C, "C", 4);
+  Dims d{u.size(0), u.size(1), u.size(2), A.size(1), B.size(1)};
+  TORCH_CHECK(delta.sizes() == u.sizes(), "selective_scan_cpu: delta shape ", delta.sizes(),
+              " != u shape ", u.sizes());
+  TORCH_CHECK(A.size(0) == d.dim, "selective_scan_cpu: A must be (dim, N), got ", A.sizes());
+  TORCH_CHECK(d.G >= 1 && d.dim % d.G == 0, "selective_scan_cpu: dim ", d.dim,
+              " is not divisible by the number of B/C groups ", d.G);
+  const std::vector<int64_t> bc{d.batch, d.G, d.L, d.N};
+  TORCH_CHECK(B.sizes() == at::IntArrayRef(bc), "selective_scan_cpu: B must be ", bc,
+              " (batch, G, L, N), got ", B.sizes());
+  TORCH_CHECK(C.sizes() == at::IntArrayRef(bc), "selective_scan_cpu: C must be ", bc,
+              " (batch, G, L, N), got ", C.sizes());
+  if (D) {
+    check(*D, "D", 1);
+    TORCH_CHECK(D->size(0) == d.dim, "selective_scan_cpu: D must be (dim,)");
+  }
+  if (bias) {
+    check(*bias, "delta_bias", 1);
+    TORCH_CHECK(bias->size(0) == d.dim, "selective_scan_cpu: delta_bias must be (dim,)");
+  }
+  if (z) {
+    check(*z, "z", 3);
+    TORCH_CHECK(z->sizes() == u.sizes(), "selective_scan_cpu: z shape ", z->sizes(),
+                " != u shape ", u.sizes());
+  }
+  return d;
+}
+
+template <typename T>
+ChannelIn channel_in(const Dims& d, int64_t c, const at::Tensor& u, const at::Tensor& delta,
+                     const at::Tensor& A, const at::Tensor& B, const at::Tensor& C,
+                     const T* Dp, const T* zp, const T* biasp, bool softplus) {
+  const int64_t b = c / d.dim, ch = c % d.dim;
+  const int64_t grp = ch / (d.dim / d.G);
+  const int64_t bc_off = (b * d.G + grp) * d.L * d.N;
+  ChannelIn in;
+  in.L = d.L;
+  in.N = d.N;
+  in.u = u.data_ptr<T>() + c * d.L;
+  in.delta = delta.data_ptr<T>() + c * d.L;
+  in.z = zp ? zp + c * d.L : nullptr;
+  in.A = A.data_ptr<T>() + ch * d.N;
+  in.B = B.data_ptr<T>() + bc_off;
+  in.C = C.data_ptr<T>() + bc_off;
+  in.D = Dp ? static_cast<double>(Dp[ch]) : 0.0;
+  in.bias = biasp ? static_cast<double>(biasp[ch]) : 0.0;
+  in.has_D = Dp != nullptr;
+  in.has_z = zp != nullptr;
+  in.softplus = softplus;
+  return in;
+}
+
+template <typename T>
+const T* opt_ptr(const c10::optional<at::Tensor>& t) {
+  return t ? t->data_ptr<T>() : nullptr;
+}
+
+// ---------------------------------------------------------------------------------------
+
+at::Tensor selective_scan_fwd(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
+                              const at::Tensor& B, const at::Tensor& C,
+                              const c10::optional<at::Tensor>& D,
+                              const c10::optional<at::Tensor>& z,
+                              const c10::optional<at::Tensor>& delta_bias, bool delta_softplus) {
+  const Dims d = check_inputs(u, delta, A, B, C, D, z, delta_bias);
+  at::Tensor out = at::empty_like(u);  // (batch, dim, L)
+  if (u.numel() == 0) return out;
+  AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "selective_scan_fwd", [&] {
+    const scalar_t* Dp = opt_ptr<scalar_t>(D);
+    const scalar_t* zp = opt_ptr<scalar_t>(z);
+    const scalar_t* bp = opt_ptr<scalar_t>(delta_bias);
+    scalar_t* outp = out.data_ptr<scalar_t>();
+    at::parallel_for(0, d.batch * d.dim, 1, [&](int64_t begin, int64_t end) {
+      std::vector<scalar_t> work(2 * d.L + d.N);
+      for (int64_t c = begin; c < end; ++c) {
+        const ChannelIn in = channel_in<scalar_t>(d, c, u, delta, A, B, C, Dp, zp, bp,
+                                                  delta_softplus);
+        fwd_channel_any(in, outp + c * d.L, work.data());
+      }
+    });
+  });
+  return out;
+}
+
+// Returns du, ddelta, dA, dB, dC (B/C layout (batch, G, L, N)), dD, dz, ddelta_bias; the last
+// three are undefined (None) when the matching input is absent.
+std::vector<at::Tensor> selective_scan_bwd(
+    const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A, const at::Tensor& B,
+    const at::Tensor& C, const c10::optional<at::Tensor>& D, const c10::optional<at::Tensor>& z,
+    const c10::optional<at::Tensor>& delta_bias, const at::Tensor& dout, bool delta_softplus) {
+  const Dims d = check_inputs(u, delta, A, B, C, D, z, delta_bias);
+  TORCH_CHECK(dout.sizes() == u.sizes() && dout.scalar_type() == u.scalar_type() &&
+                  dout.is_contiguous() && dout.device().is_cpu(),
+              "selective_scan_cpu: dout must be a contiguous CPU tensor like u");
+  const auto opts = u.options();
+  at::Tensor du = at::empty_like(u);
+  at::Tensor ddelta = at::empty_like(u);
+  at::Tensor dz = z ? at::empty_like(u) : at::Tensor();
+  at::Tensor dB = at::zeros_like(B);
+  at::Tensor dC = at::zeros_like(C);
+  at::Tensor dA_part = at::zeros({d.batch, d.dim, d.N}, opts);   // per-batch shares
+  at::Tensor dD_part = at::zeros({d.batch, d.dim}, opts);
+  at::Tensor dbias_part = at::zeros({d.batch, d.dim}, opts);
+  if (u.numel() > 0) {
+    AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "selective_scan_bwd", [&] {
+      const scalar_t* Dp = opt_ptr<scalar_t>(D);
+      const scalar_t* zp = opt_ptr<scalar_t>(z);
+      const scalar_t* bp = opt_ptr<scalar_t>(delta_bias);
+      const int64_t per_group = d.dim / d.G;
+      const int64_t LN = d.L * d.N;
+      const int64_t nchunks = std::max<int64_t>(
+          1, std::min<int64_t>(at::get_num_threads(), per_group));
+      // Per-chunk dB / dC partial sums for the (batch, group) slice being processed.
+      std::vector<scalar_t> partial(static_cast<size_t>(nchunks) * 2 * LN);
+      for (int64_t b = 0; b < d.batch; ++b) {
+        for (int64_t grp = 0; grp < d.G; ++grp) {
+          const int64_t c0 = b * d.dim + grp * per_group;  // first channel of the slice
+          at::parallel_for(0, nchunks, 1, [&](int64_t kbeg, int64_t kend) {
+            std::vector<scalar_t> work(4 * d.L + (2 * d.L + 1) * d.N + 2 * d.N);
+            for (int64_t k = kbeg; k < kend; ++k) {
+              scalar_t* pB = partial.data() + k * 2 * LN;
+              scalar_t* pC = pB + LN;
+              std::fill(pB, pB + 2 * LN, scalar_t(0));
+              const int64_t lo = c0 + per_group * k / nchunks;
+              const int64_t hi = c0 + per_group * (k + 1) / nchunks;
+              for (int64_t c = lo; c < hi; ++c) {
+                const ChannelIn in = channel_in<scalar_t>(d, c, u, delta, A, B, C, Dp, zp, bp,
+                                                          delta_softplus);
+                ChannelGrad gr;
+                gr.dout = dout.data_ptr<scalar_t>() + c * d.L;
+                gr.du = du.data_ptr<scalar_t>() + c * d.L;
+                gr.ddelta = ddelta.data_ptr<scalar_t>() + c * d.L;
+                gr.dz = zp ? dz.data_ptr<scalar_t>() + c * d.L : nullptr;
+                gr.dA = dA_part.data_ptr<scalar_t>() + c * d.N;
+                gr.dB = pB;
+                gr.dC = pC;
+                bwd_channel_any(in, gr, work.data());
+                dD_part.data_ptr<scalar_t>()[c] = static_cast<scalar_t>(gr.dD);
+                dbias_part.data_ptr<scalar_t>()[c] = static_cast<scalar_t>(gr.dbias);
+              }
+            }
+          });
+          // Sum the chunk partials in chunk order into this slice of dB / dC.
+          scalar_t* dBs = dB.data_ptr<scalar_t>() + (b * d.G + grp) * LN;
+          scalar_t* dCs = dC.data_ptr<scalar_t>() + (b * d.G + grp) * LN;
+          at::parallel_for(0, LN, 4096, [&](int64_t begin, int64_t end) {
+            for (int64_t k = 0; k < nchunks; ++k) {
+              const scalar_t* pB = partial.data() + k * 2 * LN;
+              const scalar_t* pC = pB + LN;
+              for (int64_t i = begin; i < end; ++i) {
+                dBs[i] += pB[i];
+                dCs[i] += pC[i];
+              }
+            }
+          });
+        }
+      }
+    });
+  }
+  at::Tensor dA = dA_part.sum(0);  // (dim, N)
+  at::Tensor dD = D ? dD_part.sum(0) : at::Tensor();
+  at::Tensor dbias = delta_bias ? dbias_part.sum(0) : at::Tensor();
+  return {du, ddelta, dA, dB, dC, dD, dz, dbias};
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "mmglobalmamba CPU kernels: fused selective scan forward and backward";
+  m.def("selective_scan_fwd", &selective_scan_fwd,
+        "Selective scan forward. u, delta, z: (batch, dim, L); A: (dim, N); "
+        "B, C: (batch, G, L, N); D, delta_bias: (dim,). Returns out (batch, dim, L).",
+        py::arg("u"), py::arg("delta"), py::arg("A"), py::arg("B"), py::arg("C"),
+        py::arg("D") = py::none(), py::arg("z") = py::none(),
+        py::arg("delta_bias") = py::none(), py::arg("delta_softplus") = false);
+  m.def("selective_scan_bwd", &selective_scan_bwd,
+        "Selective scan backward. Returns [du, ddelta, dA, dB, dC, dD, dz, ddelta_bias] "
+        "(dB, dC in the (batch, G, L, N) layout; absent inputs give None).",
+        py::arg("u"), py::arg("delta"), py::arg("A"), py::arg("B"), py::arg("C"),
+        py::arg("D"), py::arg("z"), py::arg("delta_bias"), py::arg("dout"),
+        py::arg("delta_softplus"));
+}

@@ -1,0 +1,259 @@
+"""The one place that decides which implementation runs a scan op.
+
+Backends:
+    ``'cuda'``  mamba_ssm / causal_conv1d CUDA kernels (CUDA tensors, packages importable).
+    ``'cpu'``   our compiled kernel ``mmglobalmamba._C`` (CPU tensors, extension built).
+    ``'torch'`` the plain PyTorch reference (any device, always there, slow).
+
+Choice, first match wins: the ``backend=`` argument of an op, then the innermost
+``scan_backend(name)`` context, then the environment variable
+``MMGLOBALMAMBA_SCAN_BACKEND``, then the best backend for the tensors' device.
+A forced backend that is not available raises :class:`BackendUnavailableError` saying
+how to install or build it. Optional packages are imported lazily, once, on first use.
+"""
+import contextlib
+import importlib
+import importlib.util
+import os
+import sys
+import threading
+import types
+import warnings
+
+import torch
+
+__all__ = [
+    'BACKENDS', 'ENV_VAR', 'BackendUnavailableError', 'CPUKernelNotBuiltWarning',
+    'available_backends', 'scan_backend', 'resolve_backend', 'cpu_kernel',
+    'mamba_ssm_interface', 'causal_conv1d_interface'
+]
+
+BACKENDS = ('cuda', 'cpu', 'torch')
+ENV_VAR = 'MMGLOBALMAMBA_SCAN_BACKEND'
+_AUTO = (None, '', 'auto')
+
+CUDA_INSTALL_HINT = ('install the CUDA kernels into an environment with a CUDA build of '
+                     'torch: `pip install --no-build-isolation mamba-ssm causal-conv1d` '
+                     '(or `pip install --no-build-isolation -e .[cuda]`)')
+CPU_BUILD_HINT = ('build it by reinstalling mmglobalmamba from its source tree with '
+                  '`pip install -e . --no-build-isolation` (or `python setup.py build_ext '
+                  '--inplace`); a C++17 compiler with OpenMP is needed')
+
+
+class BackendUnavailableError(RuntimeError):
+    """A forced scan backend cannot run here; the message says how to get it."""
+
+
+class CPUKernelNotBuiltWarning(UserWarning):
+    """The compiled CPU kernel is missing; the slow PyTorch scan is used instead."""
+
+
+_UNSET = object()
+_cache = {'cpu': _UNSET, 'mamba_ssm': _UNSET, 'causal_conv1d': _UNSET}
+_errors = {}
+_warned_no_cpu_kernel = False
+_lock = threading.Lock()
+_local = threading.local()
+
+
+# --------------------------------------------------------------------------------------
+# Lazy, cached imports of the optional kernels
+
+
+def cpu_kernel():
+    """The compiled module ``mmglobalmamba._C`` or None when it is not built."""
+    if _cache['cpu'] is _UNSET:
+        with _lock:
+            if _cache['cpu'] is _UNSET:
+                try:
+                    module = importlib.import_module('mmglobalmamba._C')
+                    if not hasattr(module, 'selective_scan_fwd'):
+                        raise ImportError('mmglobalmamba._C has no selective_scan_fwd '
+                                          '(stale build?)')
+                    _cache['cpu'] = module
+                except ImportError as err:  # not built, or built against another torch
+                    _cache['cpu'] = None
+                    _errors['cpu'] = f'{type(err).__name__}: {err}'
+    return _cache['cpu']
+
+
+def _import_mamba_ssm_ops():
+    """Import ``mamba_ssm.ops.selective_scan_interface``.
+
+    ``mamba_ssm/__init__.py`` also imports its language-model code (transformers, triton),
+    which the scan does not need. If only that part fails, the ops module is loaded under
+    a temporary bare package object so that the missing extras do not hide the kernels.
+    """
+    try:
+        return importlib.import_module('mamba_ssm.ops.selective_scan_interface')
+    except ImportError as first:
+        missing = getattr(first, 'name', None) or ''
+        if missing.split('.')[0] in ('mamba_ssm', 'selective_scan_cuda', 'torch'):
+            raise
+        spec = importlib.util.find_spec('mamba_ssm')
+        if spec is None or not spec.submodule_search_locations:
+            raise
+        stub = types.ModuleType('mamba_ssm')
+        stub.__path__ = list(spec.submodule_search_locations)
+        stub.__spec__ = spec
+        sys.modules['mamba_ssm'] = stub
+        try:
+            return importlib.import_module('mamba_ssm.ops.selective_scan_interface')
+        except ImportError:
+            raise first
+        finally:
+            # A later `import mamba_ssm` should run the real __init__ (and fail honestly).
+            if sys.modules.get('mamba_ssm') is stub:
+                del sys.modules['mamba_ssm']
+
+
+def mamba_ssm_interface():
+    """mamba_ssm's ``selective_scan_interface`` module, or None (needs CUDA)."""
+    if _cache['mamba_ssm'] is _UNSET:
+        with _lock:
+            if _cache['mamba_ssm'] is _UNSET:
+                if not torch.cuda.is_available():
+                    _cache['mamba_ssm'] = None
+                    _errors['mamba_ssm'] = 'CUDA is not available to torch'
+                else:
+                    try:
+                        _cache['mamba_ssm'] = _import_mamba_ssm_ops()
+                    except Exception as err:  # ImportError, or a CUDA/ABI load failure
+                        _cache['mamba_ssm'] = None
+                        _errors['mamba_ssm'] = f'{type(err).__name__}: {err}'
+    return _cache['mamba_ssm']
+
+
+def causal_conv1d_interface():
+    """The ``causal_conv1d`` package (with ``causal_conv1d_fn``), or None (needs CUDA)."""
+    if _cache['causal_conv1d'] is _UNSET:
+        with _lock:
+            if _cache['causal_conv1d'] is _UNSET:
+                if not torch.cuda.is_available():
+                    _cache['causal_conv1d'] = None
+                    _errors['causal_conv1d'] = 'CUDA is not available to torch'
+                else:
+                    try:
+                        module = importlib.import_module('causal_conv1d')
+                        module.causal_conv1d_fn  # noqa: B018 - fail here if it is absent
+                        _cache['causal_conv1d'] = module
+                    except Exception as err:
+                        _cache['causal_conv1d'] = None
+                        _errors['causal_conv1d'] = f'{type(err).__name__}: {err}'
+    return _cache['causal_conv1d']
+
+
+# What each op needs for the 'cuda' backend.
+_CUDA_NEEDS = {
+    'selective_scan': ('mamba_ssm', ),
+    'causal_conv1d': ('causal_conv1d', ),
+    'mamba_inner': ('mamba_ssm', 'causal_conv1d'),
+}
+_LOADERS = {'mamba_ssm': mamba_ssm_interface, 'causal_conv1d': causal_conv1d_interface}
+
+
+def _is_available(name, op='selective_scan'):
+    if name == 'torch':
+        return True
+    if name == 'cpu':
+        return cpu_kernel() is not None
+    if name == 'cuda':
+        return all(_LOADERS[pkg]() is not None for pkg in _CUDA_NEEDS[op])
+    raise ValueError(f'unknown scan backend {name!r}; choose one of {BACKENDS}')
+
+
+def available_backends(op='selective_scan'):
+    """Names of the backends that can run ``op`` here, best first."""
+    return [name for name in BACKENDS if _is_available(name, op)]
+
+
+def _unavailable_message(name, op):
+    if name == 'cpu':
+        return (f"scan backend 'cpu' is not available: the CPU kernel mmglobalmamba._C is "
+                f"not built ({_errors.get('cpu', 'import failed')}); {CPU_BUILD_HINT}")
+    missing = [pkg for pkg in _CUDA_NEEDS[op] if _LOADERS[pkg]() is None]
+    why = '; '.join(f'{pkg}: {_errors.get(pkg, "import failed")}' for pkg in missing)
+    return f"scan backend 'cuda' is not available for {op} ({why}); {CUDA_INSTALL_HINT}"
+
+
+# --------------------------------------------------------------------------------------
+# Selection
+
+
+@contextlib.contextmanager
+def scan_backend(name):
+    """Force a backend (``'cuda'``, ``'cpu'``, ``'torch'``; ``None``/``'auto'``: automatic)
+    for the ops called inside the ``with`` block on this thread."""
+    if name not in _AUTO and name not in BACKENDS:
+        raise ValueError(f'unknown scan backend {name!r}; choose one of {BACKENDS} or "auto"')
+    stack = getattr(_local, 'stack', None)
+    if stack is None:
+        stack = _local.stack = []
+    stack.append(name)
+    try:
+        yield
+    finally:
+        stack.pop()
+
+
+def requested_backend():
+    """The backend forced by a ``scan_backend`` context or the environment, else None."""
+    stack = getattr(_local, 'stack', None)
+    if stack:
+        return None if stack[-1] in _AUTO else stack[-1]
+    env = os.environ.get(ENV_VAR, '').strip().lower()
+    if env in _AUTO:
+        return None
+    if env not in BACKENDS:
+        raise ValueError(f'{ENV_VAR}={env!r} is not a scan backend; choose one of '
+                         f'{BACKENDS} or "auto"')
+    return env
+
+
+def _warn_no_cpu_kernel():
+    global _warned_no_cpu_kernel
+    if _warned_no_cpu_kernel:
+        return
+    _warned_no_cpu_kernel = True
+    warnings.warn(
+        'mmglobalmamba: the CPU selective-scan kernel (mmglobalmamba._C) is not built, so '
+        'the slow PyTorch scan is used; build it with `pip install -e . '
+        '--no-build-isolation` from the source tree', CPUKernelNotBuiltWarning, stacklevel=4)
+
+
+def resolve_backend(backend=None, device=None, op='selective_scan'):
+    """Pick the backend for ``op`` on tensors living on ``device``.
+
+    ``backend`` (argument) > ``scan_backend`` context > ``$MMGLOBALMAMBA_SCAN_BACKEND`` >
+    automatic. Raises :class:`BackendUnavailableError` for a forced backend that cannot run.
+    """
+    device = torch.device(device) if device is not None else torch.device('cpu')
+    name = backend if backend not in _AUTO else requested_backend()
+    if name in _AUTO:
+        if device.type == 'cuda' and _is_available('cuda', op):
+            return 'cuda'
+        if device.type == 'cpu':
+            if _is_available('cpu', op):
+                return 'cpu'
+            _warn_no_cpu_kernel()
+        return 'torch'
+    if name not in BACKENDS:
+        raise ValueError(f'unknown scan backend {name!r}; choose one of {BACKENDS} or "auto"')
+    if not _is_available(name, op):
+        raise BackendUnavailableError(_unavailable_message(name, op))
+    if name == 'cuda' and device.type != 'cuda':
+        raise BackendUnavailableError(
+            f"scan backend 'cuda' needs CUDA tensors, got tensors on {device}")
+    if name == 'cpu' and device.type != 'cpu':
+        raise BackendUnavailableError(
+            f"scan backend 'cpu' needs CPU tensors, got tensors on {device}")
+    return name
+
+
+def _reset_for_tests():
+    """Forget cached imports and the warned flag (tests simulate missing kernels)."""
+    global _warned_no_cpu_kernel
+    for key in _cache:
+        _cache[key] = _UNSET
+    _errors.clear()
+    _warned_no_cpu_kernel = False
