@@ -1,0 +1,120 @@
+"""Throughput (images/s) and peak memory of GlobalMamba backbones and full models, per scan
+backend and batch size. Random weights and inputs; prints a table at the end.
+
+    python tools/benchmark_throughput.py --arch tiny --shape 512 512 --batch-size 1 2
+    python tools/benchmark_throughput.py --arch tiny --backend cpu torch --iters 3
+    python tools/benchmark_throughput.py configs/upernet_globalmamba_ade20k.py --shape 512 512
+    python tools/benchmark_throughput.py --arch small --device cuda --backend cuda cpu ...
+
+Peak memory: CUDA ``max_memory_allocated``; CPU the resident-set high-water mark reset
+before each run (see ``mmglobalmamba/analysis/benchmark.py``), both above the memory held
+before the run (model and inputs). Each (model, shape, backend, batch) runs ``--warmup``
+untimed and ``--iters`` timed calls.
+"""
+import argparse
+import os
+import platform
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('configs', nargs='*', help='mmseg / mmdet config files')
+    parser.add_argument('--arch', nargs='+', default=[], help='backbone presets (tiny, small)')
+    parser.add_argument('--shape', type=int, nargs=2, action='append', metavar=('H', 'W'),
+                        help='input size; repeat for several (default 512 512)')
+    parser.add_argument('--batch-size', type=int, nargs='+', default=[1])
+    parser.add_argument('--backend', nargs='+', default=None,
+                        help='scan backends (cuda, cpu, torch); default: every available')
+    parser.add_argument('--mode', choices=['infer', 'train'], default='infer',
+                        help='infer: eval + no grad; train: forward + backward')
+    parser.add_argument('--iters', type=int, default=5, help='timed calls per run')
+    parser.add_argument('--warmup', type=int, default=1, help='untimed calls per run')
+    parser.add_argument('--device', default=None, help='cpu or cuda (default: cuda if any)')
+    parser.add_argument('--threads', type=int, default=None, help='torch.set_num_threads')
+    parser.add_argument('--markdown', action='store_true', help='print a markdown table')
+    args = parser.parse_args(argv)
+    if not args.configs and not args.arch:
+        parser.error('give at least one CONFIG or --arch')
+    args.shape = [tuple(s) for s in (args.shape or [(512, 512)])]
+    return args
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    import torch
+    from tqdm import tqdm
+
+    from mmglobalmamba.analysis import build_backbone, build_model_from_config, model_inputs
+    from mmglobalmamba.analysis.benchmark import benchmark
+    from mmglobalmamba.ops import available_backends
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    usable = [b for b in available_backends('mamba_inner') if b != 'cuda'] \
+        if device.type == 'cpu' else available_backends('mamba_inner')
+    backends = args.backend or usable
+    for b in backends:
+        if b not in usable:
+            sys.exit(f'scan backend {b!r} cannot run on {device} here (available: {usable})')
+
+    models = [('arch', a) for a in args.arch] + [('cfg', c) for c in args.configs]
+    runs = [(m, s, b, n) for m in models for s in args.shape for b in backends
+            for n in args.batch_size]
+    bar = tqdm(total=len(runs) * (args.iters + args.warmup), unit='call', dynamic_ncols=True)
+    results, built = [], {}
+    for (kind, what), shape, backend, batch in runs:
+        if (kind, what) not in built:
+            if kind == 'arch':
+                built[(kind, what)] = (build_backbone(what).to(device), None,
+                                       f'GlobalMamba-{what}')
+            else:
+                model, task = build_model_from_config(what)
+                built[(kind, what)] = (model.to(device), task,
+                                       os.path.splitext(os.path.basename(what))[0])
+        model, task, name = built[(kind, what)]
+        if task is None:
+            module = model
+
+            def make_inputs(batch=batch, shape=shape):
+                return (torch.randn(batch, 3, *shape, device=device), )
+        else:
+            module, (x, ) = model_inputs(model, task, shape, batch)
+
+            def make_inputs(x=x):
+                return (x.to(device), )
+        bar.set_description(f'{name} {shape[0]}x{shape[1]} {backend} b{batch}')
+        results.append(benchmark(module, make_inputs, name, shape, backend, batch,
+                                 mode=args.mode, iters=args.iters, warmup=args.warmup,
+                                 device=device, progress=bar))
+    bar.close()
+
+    where = (torch.cuda.get_device_name(device) if device.type == 'cuda' else
+             f'CPU {platform.processor() or platform.machine()}, '
+             f'{torch.get_num_threads()} threads')
+    print(f'\n{args.mode}, {where}, torch {torch.__version__}; '
+          f'{args.warmup} warm-up + {args.iters} timed calls per row')
+    header = ['model', 'input', 'backend', 'batch', 'images/s', 'ms/batch', 'peak MiB']
+    rows = [[r.name, f'{r.shape[0]}x{r.shape[1]}', r.backend, str(r.batch_size),
+             f'{r.images_per_s:.2f}', f'{r.ms_per_batch:.0f}',
+             f'{r.peak_mib:.0f}' + ('' if r.peak_exact else ' (>=)')] for r in results]
+    if args.markdown:
+        print(f'\nCommand: `python tools/benchmark_throughput.py {" ".join(argv)}`\n')
+        print('| ' + ' | '.join(header) + ' |')
+        print('|' + '---|' * len(header))
+        for row in rows:
+            print('| ' + ' | '.join(row) + ' |')
+    else:
+        widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+        print('  '.join(h.ljust(w) for h, w in zip(header, widths)))
+        for row in rows:
+            print('  '.join(c.ljust(w) for c, w in zip(row, widths)))
+
+
+if __name__ == '__main__':
+    main()
