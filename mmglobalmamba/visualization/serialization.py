@@ -289,7 +289,8 @@ def plot_serialization(image, num_bands=4, patch_size=16, size=None, out=None,
                         fontsize=7, color='red', zorder=5, fontweight='bold',
                         bbox=dict(boxstyle='round,pad=0.15', fc='white', ec='none', alpha=0.8))
         first, last = int(pos[0]), int(pos[-1])
-        ax.set_title(f'band {b}: {h}x{w} = {h * w} tokens\nseq {first}-{last}', fontsize=9)
+        noun = 'token' if h * w == 1 else 'tokens'
+        ax.set_title(f'band {b}: {h}x{w} = {h * w} {noun}\nseq {first}-{last}', fontsize=9)
 
     # scan order across bands: last token of band b -> first token of band b + 1
     for b in range(K - 1):
