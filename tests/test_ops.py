@@ -1,0 +1,487 @@
+"""Parity tests for mmglobalmamba.ops: every available backend against plain-loop
+references written here (float64, independent of the package code), forward and gradients."""
+import itertools
+import sys
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+
+def _import_ops():
+    """``mmglobalmamba.ops``; on a bare (e.g. GPU check) machine whose package ``__init__``
+    cannot import mmcv / mmengine, load the ops alone: they need only torch."""
+    import importlib
+    import os
+    import types
+    try:
+        return importlib.import_module('mmglobalmamba.ops')
+    except ImportError as err:
+        if not any(name in str(err) for name in ('mmcv', 'mmengine', 'mmdet', 'mmseg')):
+            raise
+        if 'mmglobalmamba' not in sys.modules:
+            pkg = types.ModuleType('mmglobalmamba')
+            pkg.__path__ = [os.path.join(os.path.dirname(os.path.dirname(
+                os.path.abspath(__file__))), 'mmglobalmamba')]
+            sys.modules['mmglobalmamba'] = pkg
+        return importlib.import_module('mmglobalmamba.ops')
+
+
+ops = _import_ops()
+dispatch = sys.modules['mmglobalmamba.ops.dispatch']
+
+HAS_CUDA = torch.cuda.is_available()
+
+
+def _backend_params():
+    """'cuda' / 'cpu' / 'torch', each skipped cleanly where it cannot run."""
+    cuda_ok = HAS_CUDA and 'cuda' in ops.available_backends()
+    cpu_ok = 'cpu' in ops.available_backends()
+    return [
+        pytest.param('cuda', marks=pytest.mark.skipif(
+            not cuda_ok, reason='needs CUDA and mamba_ssm / causal_conv1d')),
+        pytest.param('cpu', marks=pytest.mark.skipif(
+            not cpu_ok, reason='CPU kernel mmglobalmamba._C not built')),
+        pytest.param('torch'),
+    ]
+
+
+BACKENDS = _backend_params()
+
+
+def _device(backend):
+    return 'cuda' if backend == 'cuda' else 'cpu'
+
+
+def _tol(backend):
+    # Relative to the largest reference value; the CUDA kernels chunk and use atomics.
+    return 1e-3 if backend == 'cuda' else 1e-4
+
+
+def assert_rel_close(actual, expected, rel, name=''):
+    """Max |actual - expected| <= rel * max |expected| (plus a tiny floor)."""
+    actual = actual.detach().double().cpu()
+    expected = expected.detach().double().cpu()
+    assert actual.shape == expected.shape, (name, actual.shape, expected.shape)
+    scale = expected.abs().max().item() + 1e-12
+    err = (actual - expected).abs().max().item()
+    assert err <= rel * scale + 1e-9, f'{name}: max abs err {err:.3e} vs scale {scale:.3e}'
+
+
+# ---------------------------------------------------------------------------------------
+# Independent references: plain loops in float64
+
+
+def loop_selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None,
+                        delta_softplus=False):
+    """h_t = exp(dt_t A) h_{t-1} + dt_t B_t u_t, y_t = C_t . h_t + D u_t, loop over t."""
+    u, delta, A, B, C = (t.double() for t in (u, delta, A, B, C))
+    batch, dim, L = u.shape
+    N = A.shape[1]
+    if B.dim() == 3:
+        B = B.unsqueeze(1)
+    if C.dim() == 3:
+        C = C.unsqueeze(1)
+    gB, gC = B.shape[1], C.shape[1]
+    dt = delta + (delta_bias.double()[:, None] if delta_bias is not None else 0)
+    if delta_softplus:
+        dt = torch.where(dt > 20, dt, torch.log1p(torch.exp(dt)))
+    ys = []
+    for d in range(dim):
+        Bd = B[:, d // (dim // gB)]                       # (batch, N, L)
+        Cd = C[:, d // (dim // gC)]
+        h = torch.zeros(batch, N, dtype=torch.float64)
+        ys_d = []
+        for t in range(L):
+            h = torch.exp(dt[:, d, t, None] * A[d]) * h + dt[:, d, t, None] * Bd[:, :, t] * u[:, d, t, None]
+            ys_d.append((h * Cd[:, :, t]).sum(-1))        # (batch,)
+        ys.append(torch.stack(ys_d, -1))                  # (batch, L)
+    y = torch.stack(ys, 1)                                # (batch, dim, L)
+    if D is not None:
+        y = y + D.double()[:, None] * u
+    if z is not None:
+        zz = z.double()
+        y = y * zz * torch.sigmoid(zz)
+    return y
+
+
+def loop_causal_conv1d(x, weight, bias=None, activation=None):
+    x = x.double()
+    w = weight.double().reshape(weight.shape[0], -1)      # (dim, width)
+    width = w.shape[1]
+    L = x.shape[-1]
+    out = torch.zeros_like(x)
+    for t in range(L):
+        for k in range(width):
+            src = t - (width - 1) + k
+            if src >= 0:
+                out[:, :, t] = out[:, :, t] + w[:, k] * x[:, :, src]
+    if bias is not None:
+        out = out + bias.double()[:, None]
+    if activation in ('silu', 'swish'):
+        out = out * torch.sigmoid(out)
+    return out
+
+
+def make_scan_inputs(batch, dim, L, N, groups=0, has_D=True, has_z=True, has_bias=True,
+                     softplus=True, device='cpu', dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+
+    def rnd(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=g) * scale).to(device=device, dtype=dtype)
+
+    u = rnd(batch, dim, L)
+    if softplus:
+        delta = rnd(batch, dim, L, scale=0.7)
+    else:  # a positive step without softplus
+        delta = (torch.rand(batch, dim, L, generator=g) * 0.5 + 0.05).to(device, dtype)
+    A = -(torch.rand(dim, N, generator=g) + 0.3).to(device, dtype)
+    bshape = (batch, groups, N, L) if groups else (batch, N, L)
+    B = rnd(*bshape)
+    C = rnd(*bshape)
+    D = rnd(dim) if has_D else None
+    z = rnd(batch, dim, L) if has_z else None
+    bias = rnd(dim, scale=0.3) if has_bias else None
+    return dict(u=u, delta=delta, A=A, B=B, C=C, D=D, z=z, delta_bias=bias,
+                delta_softplus=softplus)
+
+
+def _grads(fn, kw, names):
+    """Forward through fn(**kw) and gradients of a fixed random projection of the output."""
+    leaves = {k: kw[k].detach().clone().requires_grad_() for k in names if kw[k] is not None}
+    args = dict(kw, **leaves)
+    out = fn(**args)
+    w = torch.randn(out.shape, generator=torch.Generator().manual_seed(123),
+                    dtype=torch.float64).to(out.device)
+    (out.double() * w).sum().backward()
+    return out, {k: v.grad for k, v in leaves.items()}
+
+
+SCAN_INPUTS = ('u', 'delta', 'A', 'B', 'C', 'D', 'z', 'delta_bias')
+SHAPES = [(1, 3, 1, 2), (2, 4, 7, 3), (2, 6, 33, 4), (3, 5, 16, 8)]
+FLAGS = list(itertools.product([False, True], repeat=4))  # D, z, bias, softplus
+
+
+# ---------------------------------------------------------------------------------------
+# selective_scan
+
+
+@pytest.mark.parametrize('backend', BACKENDS)
+@pytest.mark.parametrize('shape', SHAPES, ids=lambda s: 'b{}d{}L{}N{}'.format(*s))
+@pytest.mark.parametrize('flags', FLAGS,
+                         ids=lambda f: 'D{:d}z{:d}bias{:d}sp{:d}'.format(*f))
+def test_selective_scan_matches_loop(backend, shape, flags):
+    has_D, has_z, has_bias, softplus = flags
+    batch, dim, L, N = shape
+    kw = make_scan_inputs(batch, dim, L, N, has_D=has_D, has_z=has_z, has_bias=has_bias,
+                          softplus=softplus, device=_device(backend))
+    out, grads = _grads(lambda **a: ops.selective_scan(**a, backend=backend), kw, SCAN_INPUTS)
+    ref_kw = {k: (v.cpu() if torch.is_tensor(v) else v) for k, v in kw.items()}
+    ref, ref_grads = _grads(loop_selective_scan, ref_kw, SCAN_INPUTS)
+    assert out.dtype == kw['u'].dtype and out.shape == (batch, dim, L)
+    tol = _tol(backend)
+    assert_rel_close(out, ref, tol, 'out')
+    assert set(grads) == set(ref_grads)
+    for name in ref_grads:
+        assert grads[name] is not None, name
+        assert_rel_close(grads[name], ref_grads[name], tol, 'd' + name)
+
+
+@pytest.mark.parametrize('backend', BACKENDS)
+def test_selective_scan_grouped_bc(backend):
+    kw = make_scan_inputs(2, 6, 9, 3, groups=3, device=_device(backend))
+    out, grads = _grads(lambda **a: ops.selective_scan(**a, backend=backend), kw, SCAN_INPUTS)
+    ref_kw = {k: (v.cpu() if torch.is_tensor(v) else v) for k, v in kw.items()}
+    ref, ref_grads = _grads(loop_selective_scan, ref_kw, SCAN_INPUTS)
+    assert_rel_close(out, ref, _tol(backend), 'out')
+    for name in ref_grads:
+        assert grads[name].shape == kw[name].shape
+        assert_rel_close(grads[name], ref_grads[name], _tol(backend), 'd' + name)
+
+
+@pytest.mark.parametrize('backend', BACKENDS)
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_selective_scan_low_precision_inputs(backend, dtype):
+    """fp16 / bf16 in, fp32 math inside, output and gradients in the inputs' dtypes."""
+    kw = make_scan_inputs(2, 4, 11, 4, device=_device(backend))
+    low = {k: (v.to(dtype) if torch.is_tensor(v) and k not in ('A', 'D', 'delta_bias') else v)
+           for k, v in kw.items()}
+    out, grads = _grads(lambda **a: ops.selective_scan(**a, backend=backend), low,
+                        SCAN_INPUTS)
+    assert out.dtype == dtype
+    for name, grad in grads.items():
+        assert grad.dtype == low[name].dtype, name
+    ref = loop_selective_scan(**{k: (v.cpu() if torch.is_tensor(v) else v)
+                                 for k, v in low.items()})
+    assert_rel_close(out.float(), ref, 2e-2, 'out')
+
+
+@pytest.mark.parametrize('softplus', [False, True])
+def test_cpu_kernel_gradcheck_float64(softplus):
+    if 'cpu' not in ops.available_backends():
+        pytest.skip('CPU kernel mmglobalmamba._C not built')
+    kw = make_scan_inputs(2, 4, 5, 3, dtype=torch.float64, softplus=softplus, seed=3)
+    names = SCAN_INPUTS
+    leaves = [kw[k].detach().clone().requires_grad_() for k in names]
+
+    def fn(*xs):
+        args = dict(zip(names, xs))
+        return ops.selective_scan(**args, delta_softplus=softplus, backend='cpu')
+
+    assert fn(*leaves).dtype == torch.float64
+    assert torch.autograd.gradcheck(fn, leaves, eps=1e-6, atol=1e-6, rtol=1e-5)
+
+
+def test_cpu_kernel_grouped_gradcheck_float64():
+    if 'cpu' not in ops.available_backends():
+        pytest.skip('CPU kernel mmglobalmamba._C not built')
+    kw = make_scan_inputs(1, 4, 4, 2, groups=2, dtype=torch.float64, seed=5)
+    leaves = [kw[k].detach().clone().requires_grad_() for k in SCAN_INPUTS]
+
+    def fn(*xs):
+        return ops.selective_scan(**dict(zip(SCAN_INPUTS, xs)), delta_softplus=True,
+                                  backend='cpu')
+
+    assert torch.autograd.gradcheck(fn, leaves, eps=1e-6, atol=1e-6, rtol=1e-5)
+
+
+def test_cpu_kernel_long_sequence_matches_torch_backend():
+    """A longer, wider case (parallel chunks, dB/dC reduction) against the torch backend."""
+    if 'cpu' not in ops.available_backends():
+        pytest.skip('CPU kernel mmglobalmamba._C not built')
+    kw = make_scan_inputs(2, 24, 300, 16, seed=7)
+    out, grads = _grads(lambda **a: ops.selective_scan(**a, backend='cpu'), kw, SCAN_INPUTS)
+    ref, ref_grads = _grads(lambda **a: ops.selective_scan(**a, backend='torch'), kw,
+                            SCAN_INPUTS)
+    assert_rel_close(out, ref, 1e-4, 'out')
+    for name in ref_grads:
+        assert_rel_close(grads[name], ref_grads[name], 1e-4, 'd' + name)
+
+
+def test_selective_scan_rejects_bad_shapes():
+    kw = make_scan_inputs(2, 4, 5, 3)
+    kw['B'] = kw['B'][:, :2]
+    with pytest.raises(ValueError, match='B must be'):
+        ops.selective_scan(**kw, backend='torch')
+
+
+# ---------------------------------------------------------------------------------------
+# causal_conv1d
+
+
+@pytest.mark.parametrize('backend', BACKENDS)
+@pytest.mark.parametrize('width', [2, 4])
+@pytest.mark.parametrize('activation', [None, 'silu'])
+@pytest.mark.parametrize('has_bias', [False, True])
+@pytest.mark.parametrize('L', [1, 9])
+def test_causal_conv1d_matches_loop(backend, width, activation, has_bias, L):
+    dev = _device(backend)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 8, L, generator=g).to(dev).requires_grad_()
+    w = torch.randn(8, width, generator=g).to(dev).requires_grad_()
+    b = torch.randn(8, generator=g).to(dev).requires_grad_() if has_bias else None
+    out = ops.causal_conv1d(x, w, b, activation, backend=backend)
+    ref = loop_causal_conv1d(x.detach().cpu(), w.detach().cpu(),
+                             None if b is None else b.detach().cpu(), activation)
+    assert out.shape == x.shape
+    assert_rel_close(out, ref, _tol(backend), 'out')
+    # Gradients against autograd through the loop.
+    leaves = [t.detach().cpu().double().requires_grad_() for t in (x, w) + ((b,) if b is not None else ())]
+    ref_out = loop_causal_conv1d(leaves[0], leaves[1], leaves[2] if b is not None else None,
+                                 activation)
+    gw = torch.randn(ref_out.shape, generator=g, dtype=torch.float64)
+    (ref_out * gw).sum().backward()
+    (out.double() * gw.to(dev)).sum().backward()
+    for mine, theirs, name in zip((x, w, b), leaves, ('x', 'w', 'b')):
+        assert_rel_close(mine.grad, theirs.grad, _tol(backend), 'd' + name)
+
+
+def test_causal_conv1d_accepts_3d_weight():
+    x = torch.randn(1, 3, 6)
+    w = torch.randn(3, 1, 4)
+    ref = loop_causal_conv1d(x, w)
+    assert_rel_close(ops.causal_conv1d(x, w), ref, 1e-5)
+
+
+# ---------------------------------------------------------------------------------------
+# mamba_inner
+
+
+def make_mamba_inner_inputs(batch=2, d_model=6, d_inner=8, L=10, d_state=4, dt_rank=2,
+                            width=4, device='cpu', seed=0):
+    g = torch.Generator().manual_seed(seed)
+
+    def rnd(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=g) * scale).to(device)
+
+    return dict(
+        xz=rnd(batch, 2 * d_inner, L),
+        conv1d_weight=rnd(d_inner, width, scale=0.5),
+        conv1d_bias=rnd(d_inner, scale=0.1),
+        x_proj_weight=rnd(dt_rank + 2 * d_state, d_inner, scale=0.3),
+        delta_proj_weight=rnd(d_inner, dt_rank, scale=0.5),
+        out_proj_weight=rnd(d_model, d_inner, scale=0.3),
+        out_proj_bias=rnd(d_model, scale=0.1),
+        A=-(torch.rand(d_inner, d_state, generator=g) + 0.5).to(device),
+        D=rnd(d_inner),
+        delta_bias=rnd(d_inner, scale=0.3),
+    )
+
+
+def loop_mamba_inner(xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight,
+                     out_proj_weight, out_proj_bias, A, D, delta_bias, delta_softplus=True):
+    """The mixer composed from the loop references above, in float64."""
+    xz = xz.double()
+    d_inner = A.shape[0]
+    dt_rank, d_state = delta_proj_weight.shape[1], A.shape[1]
+    x, z = xz[:, :d_inner], xz[:, d_inner:]
+    x = loop_causal_conv1d(x, conv1d_weight, conv1d_bias, 'silu')      # (b, d, L)
+    x_dbl = torch.einsum('bdl,ed->ble', x, x_proj_weight.double())     # (b, L, r + 2N)
+    dt = x_dbl[..., :dt_rank]
+    Bm = x_dbl[..., dt_rank:dt_rank + d_state].transpose(1, 2)          # (b, N, L)
+    Cm = x_dbl[..., dt_rank + d_state:].transpose(1, 2)
+    delta = torch.einsum('blr,dr->bdl', dt, delta_proj_weight.double())
+    y = loop_selective_scan(x, delta, A, Bm, Cm, D, z, delta_bias, delta_softplus)
+    out = torch.einsum('bdl,ed->ble', y, out_proj_weight.double())
+    return out + out_proj_bias.double() if out_proj_bias is not None else out
+
+
+@pytest.mark.parametrize('backend', BACKENDS)
+def test_mamba_inner_matches_composition(backend):
+    kw = make_mamba_inner_inputs(device=_device(backend))
+    names = list(kw)
+    out, grads = _grads(lambda **a: ops.mamba_inner(**a, backend=backend), kw, names)
+    ref, ref_grads = _grads(loop_mamba_inner,
+                            {k: v.cpu() for k, v in kw.items()}, names)
+    assert out.shape == (2, 10, 6)
+    assert_rel_close(out, ref, _tol(backend), 'out')
+    for name in names:
+        assert_rel_close(grads[name], ref_grads[name], _tol(backend), 'd' + name)
+
+
+@pytest.mark.parametrize('backend', BACKENDS)
+def test_mamba_inner_3d_conv_weight_and_no_bias(backend):
+    kw = make_mamba_inner_inputs(device=_device(backend), L=5)
+    kw['out_proj_bias'] = None
+    ref = loop_mamba_inner(**{k: (v.cpu() if v is not None else None) for k, v in kw.items()})
+    kw['conv1d_weight'] = kw['conv1d_weight'].unsqueeze(1)  # (d_inner, 1, width)
+    out = ops.mamba_inner(**kw, backend=backend)
+    assert_rel_close(out, ref, _tol(backend))
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason='needs CUDA')
+def test_cuda_backend_matches_cpu_paths():
+    """The fused CUDA mixer against the torch composition on the same GPU inputs."""
+    if 'cuda' not in ops.available_backends('mamba_inner'):
+        pytest.skip('mamba_ssm / causal_conv1d not importable')
+    kw = make_mamba_inner_inputs(batch=2, d_model=32, d_inner=64, L=97, d_state=16,
+                                 dt_rank=4, device='cuda')
+    out = ops.mamba_inner(**kw, backend='cuda')
+    ref = ops.mamba_inner(**kw, backend='torch')
+    assert_rel_close(out, ref, 1e-3)
+
+
+# ---------------------------------------------------------------------------------------
+# Dispatch
+
+
+@pytest.fixture
+def fresh_dispatch(monkeypatch):
+    """Forget cached kernel imports before and after the test (which may fake them)."""
+    monkeypatch.delenv(dispatch.ENV_VAR, raising=False)
+    dispatch._reset_for_tests()
+    yield monkeypatch
+    dispatch._reset_for_tests()
+
+
+def test_default_backend_for_cpu_tensors(fresh_dispatch):
+    expected = 'cpu' if dispatch.cpu_kernel() is not None else 'torch'
+    assert ops.resolve_backend(None, 'cpu') == expected
+    assert ops.available_backends()[-1] == 'torch'
+
+
+def test_forcing_cuda_without_it_is_a_clear_error(fresh_dispatch):
+    if HAS_CUDA and 'cuda' in ops.available_backends():
+        pytest.skip('CUDA kernels are available here')
+    kw = make_scan_inputs(1, 2, 3, 2)
+    with pytest.raises(ops.BackendUnavailableError, match='pip install --no-build-isolation'):
+        ops.selective_scan(**kw, backend='cuda')
+    with pytest.raises(ops.BackendUnavailableError, match='causal-conv1d'):
+        ops.causal_conv1d(kw['u'], torch.randn(2, 4), backend='cuda')
+
+
+def test_forcing_cpu_without_kernel_is_a_clear_error(fresh_dispatch):
+    fresh_dispatch.setitem(sys.modules, 'mmglobalmamba._C', None)  # import now fails
+    kw = make_scan_inputs(1, 2, 3, 2)
+    with pytest.raises(ops.BackendUnavailableError,
+                       match=r'pip install -e \. --no-build-isolation'):
+        ops.selective_scan(**kw, backend='cpu')
+    assert 'cpu' not in ops.available_backends()
+
+
+def test_missing_kernel_warns_once_and_falls_back(fresh_dispatch):
+    fresh_dispatch.setitem(sys.modules, 'mmglobalmamba._C', None)
+    kw = make_scan_inputs(2, 3, 6, 2)
+    with pytest.warns(ops.CPUKernelNotBuiltWarning, match='not built') as record:
+        out = ops.selective_scan(**kw)
+    assert len([w for w in record if issubclass(w.category, ops.CPUKernelNotBuiltWarning)]) == 1
+    assert '\n' not in str(record[0].message)
+    assert_rel_close(out, loop_selective_scan(**kw), 1e-4)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', ops.CPUKernelNotBuiltWarning)
+        ops.selective_scan(**kw)  # second call: silent
+
+
+def test_env_var_and_context_manager(fresh_dispatch):
+    fresh_dispatch.setenv(dispatch.ENV_VAR, 'torch')
+    assert ops.resolve_backend(None, 'cpu') == 'torch'
+    fresh_dispatch.setenv(dispatch.ENV_VAR, 'nonsense')
+    with pytest.raises(ValueError, match=dispatch.ENV_VAR):
+        ops.resolve_backend(None, 'cpu')
+    fresh_dispatch.setenv(dispatch.ENV_VAR, 'auto')
+    with ops.scan_backend('torch'):
+        assert ops.resolve_backend(None, 'cpu') == 'torch'
+        with ops.scan_backend('auto'):
+            assert ops.resolve_backend(None, 'cpu') in ('cpu', 'torch')
+        # An explicit argument beats the context.
+        if 'cpu' in ops.available_backends():
+            assert ops.resolve_backend('cpu', 'cpu') == 'cpu'
+    with pytest.raises(ValueError, match='unknown scan backend'):
+        with ops.scan_backend('fast'):
+            pass
+
+
+def test_import_does_not_load_optional_kernels():
+    """Importing the ops (and resolving a CPU backend) loads no CUDA package."""
+    import os
+    import subprocess
+    import textwrap
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = textwrap.dedent(f"""
+        import sys, types
+        try:
+            import mmglobalmamba.ops
+        except ImportError:  # bare machine without mmcv: load the ops alone
+            if 'mmglobalmamba' not in sys.modules:
+                pkg = types.ModuleType('mmglobalmamba')
+                pkg.__path__ = [{os.path.join(root, 'mmglobalmamba')!r}]
+                sys.modules['mmglobalmamba'] = pkg
+            import mmglobalmamba.ops
+        sys.modules['mmglobalmamba.ops'].resolve_backend(None, 'cpu')
+        bad = [m for m in ('mamba_ssm', 'causal_conv1d', 'selective_scan_cuda')
+               if m in sys.modules]
+        print(bad)
+        sys.exit(1 if bad else 0)
+    """)
+    res = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                         cwd=root)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_torch_backend_is_the_readable_reference():
+    kw = make_scan_inputs(2, 3, 8, 4)
+    assert_rel_close(ops.selective_scan_torch(**kw), loop_selective_scan(**kw), 1e-5)
+    x, w = torch.randn(2, 3, 7), torch.randn(3, 3)
+    assert_rel_close(ops.causal_conv1d_torch(x, w, activation='silu'),
+                     F.silu(loop_causal_conv1d(x, w)), 1e-5)
