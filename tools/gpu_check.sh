@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# GPU check of the selective-scan kernels, for a CUDA machine without network:
+#
+#     bash tools/gpu_check.sh [SDIST_DIR]
+#
+# 1. picks a python whose torch sees CUDA ($PYTHON, .venv/bin/python, python3, python);
+# 2. makes causal-conv1d and mamba-ssm importable: kept if already installed, else installed
+#    from a wheel or built from the sdist found in SDIST_DIR (argument, else $SDIST_DIR,
+#    else ./shared/sdists) with pip --no-build-isolation --no-deps --no-index;
+# 3. builds our CPU kernel in place (so the CPU cases of the tests run too);
+# 4. runs tests/test_ops.py, CUDA cases included;
+# 5. prints CUDA-vs-PyTorch agreement and speed-ups for the scan and the tiny backbone.
+# Build logs go to $LOG_DIR (default /tmp/gpu_check_logs). Exit status 0 = all good.
+set -uo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
+SDIST_DIR="${1:-${SDIST_DIR:-./shared/sdists}}"
+LOG_DIR="${LOG_DIR:-/tmp/gpu_check_logs}"
+mkdir -p "$LOG_DIR"
+export MAX_JOBS="${MAX_JOBS:-16}"
+export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}"
+export MAMBA_FORCE_BUILD=TRUE CAUSAL_CONV1D_FORCE_BUILD=TRUE
+export PIP_NO_INPUT=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+
+say() { printf '\n== %s ==\n' "$*"; }
+
+pick_python() {
+    local cand
+    for cand in "${PYTHON:-}" .venv/bin/python python3 python; do
+        [ -n "$cand" ] || continue
+        command -v "$cand" >/dev/null 2>&1 || continue
+        if "$cand" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' \
+            >/dev/null 2>&1; then
+            echo "$cand"
+            return 0
+        fi
+    done
+    return 1
+}
+
+PY="$(pick_python)" || {
+    echo "gpu_check: no python with a CUDA-enabled torch found (set PYTHON=/path/to/python)"
+    exit 2
+}
+say "python: $PY"
+"$PY" -c 'import torch; print("torch", torch.__version__, "CUDA", torch.version.cuda,
+"device", torch.cuda.get_device_name(0))'
+command -v nvcc >/dev/null 2>&1 && nvcc --version | tail -1 \
+    || echo "note: nvcc not on PATH (CUDA_HOME=${CUDA_HOME:-unset}); source builds need it"
+echo "sdists from: $SDIST_DIR $( [ -d "$SDIST_DIR" ] && echo '(found)' || echo '(missing)')"
+
+importable() { "$PY" -c "import $1" >/dev/null 2>&1; }
+
+# Small pure-python helpers the builds / imports use, from local files only.
+for mod in ninja packaging einops wheel; do
+    if ! importable "$mod" && [ -d "$SDIST_DIR" ]; then
+        "$PY" -m pip install --no-index --no-deps --find-links "$SDIST_DIR" "$mod" \
+            >"$LOG_DIR/pip_$mod.log" 2>&1 && echo "installed $mod from $SDIST_DIR"
+    fi
+    importable "$mod" || echo "note: python module '$mod' is missing"
+done
+
+# ensure_pkg DIST_PREFIX CUDA_MODULE: install / build one CUDA package unless importable.
+ensure_pkg() {
+    local dist="$1" module="$2" f found=0
+    if importable "$module"; then
+        echo "$dist: already importable ($module)"
+        return 0
+    fi
+    if [ ! -d "$SDIST_DIR" ]; then
+        echo "$dist: not installed and no sdist directory $SDIST_DIR"
+        return 1
+    fi
+    local alt="${dist//_/-}"
+    shopt -s nullglob
+    local wheels=("$SDIST_DIR/$dist"-*.whl "$SDIST_DIR/$alt"-*.whl)
+    local sdists=("$SDIST_DIR/$dist"-*.tar.gz "$SDIST_DIR/$alt"-*.tar.gz
+                  "$SDIST_DIR/$dist"-*.zip "$SDIST_DIR/$alt"-*.zip)
+    shopt -u nullglob
+    for f in "${wheels[@]}"; do
+        found=1
+        echo "$dist: installing wheel $f"
+        if "$PY" -m pip install --no-index --no-deps --force-reinstall "$f" \
+            >"$LOG_DIR/$dist.wheel.log" 2>&1 && importable "$module"; then
+            return 0
+        fi
+        echo "$dist: wheel $f did not import here; trying a source build"
+    done
+    for f in "${sdists[@]}"; do
+        found=1
+        echo "$dist: building $f (MAX_JOBS=$MAX_JOBS, TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST;"\
+             "log $LOG_DIR/$dist.build.log)"
+        local t0=$SECONDS
+        if "$PY" -m pip install -v --no-index --no-build-isolation --no-deps \
+            --force-reinstall "$f" >"$LOG_DIR/$dist.build.log" 2>&1 && importable "$module"; then
+            echo "$dist: built in $((SECONDS - t0)) s"
+            return 0
+        fi
+        echo "$dist: build of $f FAILED; last lines of the log:"
+        tail -n 30 "$LOG_DIR/$dist.build.log"
+    done
+    [ "$found" = 1 ] || echo "$dist: no wheel or sdist in $SDIST_DIR"
+    return 1
+}
+
+say "CUDA kernels"
+status=0
+ensure_pkg causal_conv1d causal_conv1d_cuda || status=1
+ensure_pkg mamba_ssm selective_scan_cuda || status=1
+
+say "CPU kernel (in place)"
+if "$PY" setup.py build_ext --inplace >"$LOG_DIR/cpu_kernel.build.log" 2>&1; then
+    echo "built mmglobalmamba._C"
+else
+    echo "CPU kernel build failed (log $LOG_DIR/cpu_kernel.build.log); CPU cases will skip"
+fi
+
+say "tests/test_ops.py"
+if importable pytest; then
+    "$PY" -m pytest tests/test_ops.py -q -rs -p no:cacheprovider || status=1
+else
+    echo "pytest is not installed for $PY: tests not run"
+    status=1
+fi
+
+say "CUDA vs PyTorch: agreement and speed-ups"
+"$PY" tools/gpu_check.py || status=1
+
+say "gpu_check: $([ "$status" = 0 ] && echo OK || echo 'FAILED (see above)')"
+exit "$status"
