@@ -13,9 +13,13 @@ element-wise ops are not. Batch 1, random weights, eval mode.
 import argparse
 import os
 import sys
+import warnings
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# OpenMMLab / setuptools deprecation chatter; our own warnings stay visible
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
+warnings.filterwarnings('ignore', category=UserWarning, module=r'(mmseg|mmdet|mmengine|mmcv)\.')
 
 
 def parse_args(argv=None):
@@ -85,6 +89,8 @@ def analyse_config(path, shape, backend, cfg_options):
     res.update(name=os.path.splitext(os.path.basename(path))[0], shape=shape, task=task,
                backbone_params=res['params_by_module'].get(bb, 0),
                backbone_flops=res['flops_by_module'].get(bb, 0),
+               infer_params=res['params'] - res['params_by_module'].get(
+                   'model.auxiliary_head', 0),
                scan_flops=res['flops_by_operator'].get('selective_scan', 0))
     return res
 
@@ -106,6 +112,7 @@ def print_plain(res, args):
         print(f"  as the released classifier (224x224, 1000-class head, no pyramid): "
               f"{fc(res['classifier_params'])} params")
     else:
+        print(f"  without the auxiliary head (inference): params {fc(res['infer_params'])}")
         print(f"  backbone: params {fc(res['backbone_params'])}, FLOPs "
               f"{fc(res['backbone_flops'], 'G')} (selective scan {fc(res['scan_flops'], 'G')})")
     ops = ', '.join(f'{k} {fc(v, "G")}' for k, v in res['flops_by_operator'].most_common())
@@ -132,13 +139,14 @@ def print_markdown(arch_rows, cfg_rows, argv):
                   f"{fc(r['dct_flops'], 'G')} | {fc(r['pyramid_params'])} / "
                   f"{fc(r['pyramid_flops'], 'G')} | {fc(r['classifier_params'])} |")
     if cfg_rows:
-        print('\n| model (config) | input | params | FLOPs | backbone params | '
-              'backbone FLOPs |')
-        print('|---|---|---|---|---|---|')
+        print('\n| model (config) | input | params (all / inference) | FLOPs | '
+              'backbone params | backbone FLOPs | of which scan |')
+        print('|---|---|---|---|---|---|---|')
         for r in cfg_rows:
-            print(f"| {r['name']} | {_fmt_shape(r['shape'])} | {fc(r['params'])} | "
-                  f"{fc(r['flops'], 'G')} | {fc(r['backbone_params'])} | "
-                  f"{fc(r['backbone_flops'], 'G')} |")
+            print(f"| {r['name']} | {_fmt_shape(r['shape'])} | {fc(r['params'])} / "
+                  f"{fc(r['infer_params'])} | {fc(r['flops'], 'G')} | "
+                  f"{fc(r['backbone_params'])} | {fc(r['backbone_flops'], 'G')} | "
+                  f"{fc(r['scan_flops'], 'G')} |")
 
 
 def main(argv=None):

@@ -25,6 +25,7 @@ plus ``delta + delta_bias`` 1, softplus 1, ``+ D*u`` 1 (multiply-add), gate ``* 
 each when present: up to **6 B D L** more.
 """
 import contextlib
+import copy
 import importlib
 import math
 import warnings
@@ -268,7 +269,7 @@ def build_model_from_config(config, cfg_options=None):
         scope = 'mmdet' if 'rpn_head' in cfg.model or 'bbox_head' in cfg.model else 'mmseg'
     init_default_scope(scope)
     import mmglobalmamba  # noqa: F401  (registers GlobalMamba in every scope)
-    model_cfg = cfg.model.to_dict() if hasattr(cfg.model, 'to_dict') else dict(cfg.model)
+    model_cfg = copy.deepcopy(cfg.model)  # a ConfigDict: mmdet reads train_cfg.rpn
     model_cfg.pop('pretrained', None)
     _drop_pretrained(model_cfg)
     if scope == 'mmseg':
