@@ -4,10 +4,9 @@
 Section 1 (always): the fast kernel of the device ('cpu' = our compiled kernel on CPU,
 'cuda' = mamba_ssm on GPU) against the PyTorch reference loop and mambapy's parallel scan
 (when importable), forward and forward+backward, at B=2, d_inner=384, d_state=16 and
-L=1361 (512x512 input) / 4481 (800x1344). The reference's forward+backward takes minutes
-at L=4481, so by default it is measured once at the shortest length and extrapolated
-linearly in L to the longer ones (marked ``*``); ``--ref-full`` measures everything,
-``--ref-steps N`` measures the reference at L=N only and extrapolates every entry.
+L=1361 (512x512 input) / 4481 (800x1344). The reference is timed once per entry at full
+length (seconds); ``--ref-steps N`` times it at L=N only and extrapolates linearly in L
+(entries marked ``*``), ``--skip-ref`` leaves it out.
 
 Section 2 (``--backbone``): GlobalMamba-tiny forward at 512x512, batch 2, with each
 backend, next to its GEMM floor: the four projections of each of the 24 mixers
@@ -167,12 +166,7 @@ def scan_section(args, device):
     ref = {}  # (L, backward) -> (seconds, extrapolated?)
     if not args.skip_ref:
         for backward in (False, True):
-            if args.ref_steps:
-                base = [args.ref_steps]
-            elif args.ref_full or not backward:
-                base = lengths
-            else:
-                base = lengths[:1]
+            base = [args.ref_steps] if args.ref_steps else lengths
             measured = {}
             for L in base:
                 inputs = make_inputs(*shape, L, device)
@@ -208,10 +202,10 @@ def scan_section(args, device):
         if i == 0:
             print('  '.join('-' * w for w in widths))
     if any(est for *_, est, _ in rows):
-        what = (f'measured at L={args.ref_steps}' if args.ref_steps else
-                f'measured at L={lengths[0]}')
-        print(f'* torch reference extrapolated linearly in L ({what}); '
-              f'--ref-full measures it at every length')
+        print(f'* torch reference extrapolated linearly in L from a run at '
+              f'L={args.ref_steps} (--ref-steps); all other entries measured')
+    else:
+        print('all entries measured (median of --repeats runs; the torch reference: one run)')
     if args.skip_ref:
         print('torch reference skipped (--skip-ref)')
     if mp is None and not args.no_mambapy:
@@ -314,8 +308,6 @@ def parse_args(argv=None):
     p.add_argument('--repeats', type=int, default=3, help='timed runs (median) per entry')
     p.add_argument('--ref-steps', type=int, default=0,
                    help='measure the torch reference at this L only, extrapolate the rest')
-    p.add_argument('--ref-full', action='store_true',
-                   help='measure the torch reference fwd+bwd at every length (minutes)')
     p.add_argument('--skip-ref', action='store_true', help='do not run the torch reference')
     p.add_argument('--no-mambapy', action='store_true')
     p.add_argument('--no-scan', action='store_true', help='skip section 1')

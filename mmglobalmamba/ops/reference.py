@@ -1,7 +1,8 @@
 """Plain PyTorch implementations: the readable reference and the fallback of last resort.
 
 Autograd differentiates them; they run on any device. The scan is a Python loop over the
-sequence, so it is slow (seconds forward, minutes backward at backbone sizes).
+sequence, so it is slow (about 0.4 s forward and 0.4 s backward per mixer at the backbone's
+512x512 size on 2 CPU cores).
 """
 import torch
 import torch.nn.functional as F
@@ -39,7 +40,7 @@ def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None,
     dtype_in = u.dtype
     cd = compute_dtype(u, delta, A, B, C, D, z, delta_bias)
     u, delta, A, B, C = (t.to(cd) for t in (u, delta, A, B, C))
-    dim, L = u.shape[1], u.shape[2]
+    dim = u.shape[1]
     if delta_bias is not None:
         delta = delta + delta_bias.to(cd)[:, None]
     if delta_softplus:
@@ -50,9 +51,12 @@ def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None,
     dBu = (delta * u).unsqueeze(-1) * Bl                         # (batch, dim, L, N)
     h = u.new_zeros(u.shape[0], dim, A.shape[1])                 # (batch, dim, N)
     ys = []
-    for t in range(L):
-        h = dA[:, :, t] * h + dBu[:, :, t]
-        ys.append((h * Cl[:, :, t]).sum(-1))                     # (batch, dim)
+    # unbind (not indexing by t): autograd then stacks the step gradients once instead of
+    # scattering each into a zero tensor of the full (batch, dim, L, N) size, which made
+    # the backward ~200x slower at L=1361.
+    for dA_t, dBu_t, C_t in zip(dA.unbind(2), dBu.unbind(2), Cl.unbind(2)):
+        h = dA_t * h + dBu_t
+        ys.append((h * C_t).sum(-1))                             # (batch, dim)
     y = torch.stack(ys, dim=-1) if ys else u.new_zeros(u.shape)  # (batch, dim, L)
     if D is not None:
         y = y + D.to(cd)[:, None] * u

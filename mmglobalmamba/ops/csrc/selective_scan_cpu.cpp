@@ -328,10 +328,312 @@ MGM_CLONES void bwd_channel_f32(const ChannelIn& in, ChannelGrad& gr, float* wor
 MGM_CLONES void bwd_channel_f64(const ChannelIn& in, ChannelGrad& gr, double* work) {
   bwd_channel<double>(in, gr, work);
 }
-inline void fwd_channel_any(const ChannelIn& in, float* out, float* work) { fwd_channel_f32(in, out, work); }
-inline void fwd_channel_any(const ChannelIn& in, double* out, double* work) { fwd_channel_f64(in, out, work); }
-inline void bwd_channel_any(const ChannelIn& in, ChannelGrad& gr, float* work) { bwd_channel_f32(in, gr, work); }
-inline void bwd_channel_any(const ChannelIn& in, ChannelGrad& gr, double* work) { bwd_channel_f64(in, gr, work); }
+// ---------------------------------------------------------------------------------------
+// float32 fast path: the state dimension in blocks of 16 lanes (GCC/Clang vector types,
+// lowered to zmm / 2 ymm / 4 xmm by each ISA clone), the state kept in registers for
+// NB = N / 16 <= 4 blocks, and one tree reduction per step instead of the serial sums
+// that `omp simd reduction` produces.  N is zero-padded to a multiple of 16 by the caller
+// (padded lanes have A = B = C = 0, so their state stays 0 and adds nothing).
+
+#if defined(__GNUC__)
+#define MGM_HAVE_VEC 1
+typedef float v16 __attribute__((vector_size(64)));
+typedef float v16u __attribute__((vector_size(64), aligned(4), may_alias));
+typedef int32_t v16i __attribute__((vector_size(64)));
+
+MGM_INLINE v16 splat(float s) { return v16{} + s; }
+MGM_INLINE v16 load16(const float* p) { return *reinterpret_cast<const v16u*>(p); }
+MGM_INLINE void store16(float* p, v16 v) { *reinterpret_cast<v16u*>(p) = v; }
+
+// Sums of 16 vectors at once: lane j of the result = sum of the lanes of tile[j].  A
+// transpose-and-add tree (4 levels of pairwise shuffles) that costs about 2 shuffles per
+// vector instead of the ~8 of a lone horizontal sum; the scan stores one vector per step in a tile
+// and reduces it every 16 steps.
+MGM_INLINE v16 reduce_tile(const float* tile) {  // tile: 16 x 16 floats, row j = vector j
+  v16 r1[8], r2[4], r3[2];
+  for (int i = 0; i < 8; ++i) {
+    const v16 a = load16(tile + 32 * i), b = load16(tile + 32 * i + 16);
+    r1[i] = __builtin_shufflevector(a, b, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23) +
+            __builtin_shufflevector(a, b, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+  }
+  for (int i = 0; i < 4; ++i) {
+    const v16 a = r1[2 * i], b = r1[2 * i + 1];
+    r2[i] = __builtin_shufflevector(a, b, 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27) +
+            __builtin_shufflevector(a, b, 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31);
+  }
+  for (int i = 0; i < 2; ++i) {
+    const v16 a = r2[2 * i], b = r2[2 * i + 1];
+    r3[i] = __builtin_shufflevector(a, b, 0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29) +
+            __builtin_shufflevector(a, b, 2, 3, 6, 7, 10, 11, 14, 15, 18, 19, 22, 23, 26, 27, 30, 31);
+  }
+  const v16 a = r3[0], b = r3[1];
+  return __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30) +
+         __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+}
+
+// Writes the sums of the tile rows for steps [t0, min(t0 + 16, L)) to dst[t0 ...].
+MGM_INLINE void flush_tile(const float* tile, float* dst, int64_t t0, int64_t L) {
+  const v16 sums = reduce_tile(tile);
+  if (t0 + 16 <= L) {
+    store16(dst + t0, sums);
+  } else {
+    for (int64_t j = 0; t0 + j < L; ++j) dst[t0 + j] = sums[j];
+  }
+}
+
+// Same algorithm as fast_exp(float), on 16 lanes.
+MGM_INLINE v16 fast_exp16(v16 x) {
+  const v16 lo = splat(-87.0f), hi = splat(88.0f);
+  v16 xc = x < lo ? lo : x;
+  xc = xc > hi ? hi : xc;
+  v16 kf = xc * 1.44269504088896341f + 12582912.0f;
+  const v16i ki = reinterpret_cast<v16i>(kf) - 0x4B400000;
+  kf = kf - 12582912.0f;
+  v16 r = xc - kf * 0.693359375f;
+  r = r + kf * 2.12194440e-4f;
+  v16 p = splat(1.9875691500e-4f);
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const v16 res = p * reinterpret_cast<v16>((ki + 127) << 23);
+  return x < lo ? splat(0.0f) : res;
+}
+
+template <int NB>
+MGM_INLINE void fwd_channel_vec(const ChannelIn& in, float* out, float* work) {
+  constexpr int64_t N = 16 * NB;
+  const int64_t L = in.L;
+  const float* u = static_cast<const float*>(in.u);
+  const float* z = static_cast<const float*>(in.z);
+  const float* Ap = static_cast<const float*>(in.A);
+  const float* B = static_cast<const float*>(in.B);
+  const float* C = static_cast<const float*>(in.C);
+  float* dt = work;      // (L)
+  float* y = work + L;   // (L)
+  compute_dt<float>(in, dt, nullptr);
+  alignas(64) float tile[256] = {};  // <h_t, C_t> lane products of 16 steps
+  v16 A[NB], h[NB];
+  for (int k = 0; k < NB; ++k) {
+    A[k] = load16(Ap + 16 * k);
+    h[k] = splat(0.0f);
+  }
+  for (int64_t t = 0; t < L; ++t) {
+    const float dtt = dt[t];
+    const float dtu = dtt * u[t];
+    const float* Bt = B + t * N;
+    const float* Ct = C + t * N;
+    v16 acc = splat(0.0f);
+    for (int k = 0; k < NB; ++k) {
+      h[k] = fast_exp16(A[k] * dtt) * h[k] + load16(Bt + 16 * k) * dtu;
+      acc += h[k] * load16(Ct + 16 * k);
+    }
+    store16(tile + 16 * (t & 15), acc);
+    if ((t & 15) == 15 || t == L - 1) flush_tile(tile, y, t & ~int64_t(15), L);
+  }
+  const float Dv = in.has_D ? static_cast<float>(in.D) : 0.0f;
+  if (in.has_z) {
+#pragma omp simd
+    for (int64_t t = 0; t < L; ++t) {
+      const float zt = z[t];
+      out[t] = (y[t] + Dv * u[t]) * (zt * sigmoid(zt));
+    }
+  } else {
+#pragma omp simd
+    for (int64_t t = 0; t < L; ++t) out[t] = y[t] + Dv * u[t];
+  }
+}
+
+// work layout as bwd_channel: dt, sig, y, ddt (L each, 64-byte aligned start), then
+// a (L, N) and h (L + 1, N).
+template <int NB>
+MGM_INLINE void bwd_channel_vec(const ChannelIn& in, ChannelGrad& gr, float* work) {
+  constexpr int64_t N = 16 * NB;
+  const int64_t L = in.L;
+  const int64_t Lp = (L + 15) / 16 * 16;
+  const float* u = static_cast<const float*>(in.u);
+  const float* z = static_cast<const float*>(in.z);
+  const float* Ap = static_cast<const float*>(in.A);
+  const float* B = static_cast<const float*>(in.B);
+  const float* C = static_cast<const float*>(in.C);
+  const float* dout = static_cast<const float*>(gr.dout);
+  float* du = static_cast<float*>(gr.du);
+  float* ddelta = static_cast<float*>(gr.ddelta);
+  float* dz = static_cast<float*>(gr.dz);
+  float* dB = static_cast<float*>(gr.dB);
+  float* dC = static_cast<float*>(gr.dC);
+
+  float* dt = work;
+  float* sig = dt + Lp;
+  float* y = sig + Lp;
+  float* ddt = y + Lp;
+  float* a = ddt + Lp;        // (L, N)
+  float* h = a + L * N;       // (L + 1, N), row 0 = 0
+
+  compute_dt<float>(in, dt, sig);
+  const float Dv = in.has_D ? static_cast<float>(in.D) : 0.0f;
+  alignas(64) float tile[256] = {}, tile2[256] = {};  // per-step vectors awaiting lane sums
+  v16 A[NB], hr[NB];
+  for (int k = 0; k < NB; ++k) {
+    A[k] = load16(Ap + 16 * k);
+    hr[k] = splat(0.0f);
+    store16(h + 16 * k, hr[k]);
+  }
+  for (int64_t t = 0; t < L; ++t) {
+    const float dtt = dt[t];
+    const float dtu = dtt * u[t];
+    const float* Bt = B + t * N;
+    const float* Ct = C + t * N;
+    float* at = a + t * N;
+    float* hc = h + (t + 1) * N;
+    v16 acc = splat(0.0f);
+    for (int k = 0; k < NB; ++k) {
+      const v16 ak = fast_exp16(A[k] * dtt);
+      hr[k] = ak * hr[k] + load16(Bt + 16 * k) * dtu;
+      store16(at + 16 * k, ak);
+      store16(hc + 16 * k, hr[k]);
+      acc += hr[k] * load16(Ct + 16 * k);
+    }
+    store16(tile + 16 * (t & 15), acc);
+    if ((t & 15) == 15 || t == L - 1) flush_tile(tile, y, t & ~int64_t(15), L);
+  }
+#pragma omp simd
+  for (int64_t t = 0; t < L; ++t) y[t] += Dv * u[t];
+
+  if (in.has_z) {
+#pragma omp simd
+    for (int64_t t = 0; t < L; ++t) {
+      const float zt = z[t];
+      const float s = sigmoid(zt);
+      dz[t] = dout[t] * y[t] * s * (1.0f + zt * (1.0f - s));
+      y[t] = dout[t] * zt * s;
+    }
+  } else {
+    for (int64_t t = 0; t < L; ++t) y[t] = dout[t];
+  }
+  const float* dy = y;
+
+  v16 g[NB], dA_acc[NB];
+  for (int k = 0; k < NB; ++k) {
+    g[k] = splat(0.0f);
+    dA_acc[k] = splat(0.0f);
+  }
+  float dD = 0.0f;
+  for (int64_t t = L - 1; t >= 0; --t) {
+    const float dyt = dy[t];
+    const float dtt = dt[t];
+    const float ut = u[t];
+    const float dtu = dtt * ut;
+    const float* Bt = B + t * N;
+    const float* Ct = C + t * N;
+    const float* at = a + t * N;
+    const float* hp = h + t * N;
+    const float* hc = h + (t + 1) * N;
+    float* dBt = dB + t * N;
+    float* dCt = dC + t * N;
+    v16 s_gB = splat(0.0f), s_gA = splat(0.0f);
+    for (int k = 0; k < NB; ++k) {
+      const v16 ak = load16(at + 16 * k);
+      const v16 gn = g[k] + load16(Ct + 16 * k) * dyt;         // dL/dh_t
+      store16(dCt + 16 * k, load16(dCt + 16 * k) + load16(hc + 16 * k) * dyt);
+      store16(dBt + 16 * k, load16(dBt + 16 * k) + gn * dtu);
+      s_gB += gn * load16(Bt + 16 * k);
+      const v16 xn = gn * ak * load16(hp + 16 * k);             // dL/d(dt_t A)
+      s_gA += xn * A[k];
+      dA_acc[k] += xn * dtt;
+      g[k] = gn * ak;
+    }
+    // Lane sums later, 16 steps at a time: sum(g B) into du, sum(x A) into ddt.
+    store16(tile + 16 * (t & 15), s_gB);
+    store16(tile2 + 16 * (t & 15), s_gA);
+    if ((t & 15) == 0) {
+      flush_tile(tile, du, t, L);
+      flush_tile(tile2, ddt, t, L);
+    }
+    dD += dyt * ut;
+  }
+  float dbias = 0.0f;
+#pragma omp simd reduction(+ : dbias)
+  for (int64_t t = 0; t < L; ++t) {
+    const float sgB = du[t];
+    du[t] = dy[t] * Dv + dt[t] * sgB;
+    const float dd = (ddt[t] + u[t] * sgB) * sig[t];
+    ddelta[t] = dd;
+    dbias += dd;
+  }
+  float* dA = static_cast<float*>(gr.dA);
+  for (int k = 0; k < NB; ++k) store16(dA + 16 * k, dA_acc[k]);
+  gr.dD = static_cast<double>(dD);
+  gr.dbias = static_cast<double>(dbias);
+}
+
+#define MGM_VEC_ENTRY(NB)                                                              \
+  MGM_CLONES void fwd_vec_##NB(const ChannelIn& in, float* out, float* work) {          \
+    fwd_channel_vec<NB>(in, out, work);                                                \
+  }                                                                                    \
+  MGM_CLONES void bwd_vec_##NB(const ChannelIn& in, ChannelGrad& gr, float* work) {     \
+    bwd_channel_vec<NB>(in, gr, work);                                                 \
+  }
+MGM_VEC_ENTRY(1)
+MGM_VEC_ENTRY(2)
+MGM_VEC_ENTRY(3)
+MGM_VEC_ENTRY(4)
+#undef MGM_VEC_ENTRY
+constexpr int64_t kMaxVecBlocks = 4;
+#else
+#define MGM_HAVE_VEC 0
+constexpr int64_t kMaxVecBlocks = 0;
+#endif
+
+// Padded state size used by the kernels for a given dtype and N (0 blocks: generic path).
+int64_t vec_blocks(at::ScalarType dtype, int64_t N) {
+  const int64_t nb = (N + 15) / 16;
+  return (dtype == at::kFloat && nb >= 1 && nb <= kMaxVecBlocks) ? nb : 0;
+}
+
+void fwd_dispatch(int64_t nb, const ChannelIn& in, float* out, float* work) {
+#if MGM_HAVE_VEC
+  switch (nb) {
+    case 1: return fwd_vec_1(in, out, work);
+    case 2: return fwd_vec_2(in, out, work);
+    case 3: return fwd_vec_3(in, out, work);
+    case 4: return fwd_vec_4(in, out, work);
+    default: break;
+  }
+#endif
+  fwd_channel_f32(in, out, work);
+}
+void fwd_dispatch(int64_t, const ChannelIn& in, double* out, double* work) {
+  fwd_channel_f64(in, out, work);
+}
+void bwd_dispatch(int64_t nb, const ChannelIn& in, ChannelGrad& gr, float* work) {
+#if MGM_HAVE_VEC
+  switch (nb) {
+    case 1: return bwd_vec_1(in, gr, work);
+    case 2: return bwd_vec_2(in, gr, work);
+    case 3: return bwd_vec_3(in, gr, work);
+    case 4: return bwd_vec_4(in, gr, work);
+    default: break;
+  }
+#endif
+  bwd_channel_f32(in, gr, work);
+}
+void bwd_dispatch(int64_t, const ChannelIn& in, ChannelGrad& gr, double* work) {
+  bwd_channel_f64(in, gr, work);
+}
+
+// A work buffer whose start is 64-byte aligned.
+template <typename T>
+struct AlignedWork {
+  std::vector<T> buf;
+  T* ptr;
+  explicit AlignedWork(int64_t n) : buf(static_cast<size_t>(n) + 64 / sizeof(T)) {
+    auto addr = reinterpret_cast<uintptr_t>(buf.data());
+    ptr = reinterpret_cast<T*>((addr + 63) & ~static_cast<uintptr_t>(63));
+  }
+};
 
 // ---------------------------------------------------------------------------------------
 // Argument checks shared by forward and backward.
@@ -417,25 +719,49 @@ const T* opt_ptr(const c10::optional<at::Tensor>& t) {
 
 // ---------------------------------------------------------------------------------------
 
+// A (dim, N) and B / C (batch, G, L, N) with the state dimension zero-padded to 16 * nb
+// for the vector path (nb = 0: unchanged).
+struct StateInputs {
+  at::Tensor A, B, C;
+  Dims d;  // d.N is the padded size
+};
+
+StateInputs pad_state(const Dims& d, const at::Tensor& A, const at::Tensor& B,
+                      const at::Tensor& C, int64_t nb) {
+  StateInputs s{A, B, C, d};
+  const int64_t pad = nb > 0 ? 16 * nb - d.N : 0;
+  if (pad > 0) {
+    s.A = at::constant_pad_nd(A, {0, pad});
+    s.B = at::constant_pad_nd(B, {0, pad});
+    s.C = at::constant_pad_nd(C, {0, pad});
+    s.d.N += pad;
+  }
+  return s;
+}
+
 at::Tensor selective_scan_fwd(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
                               const at::Tensor& B, const at::Tensor& C,
                               const c10::optional<at::Tensor>& D,
                               const c10::optional<at::Tensor>& z,
                               const c10::optional<at::Tensor>& delta_bias, bool delta_softplus) {
-  const Dims d = check_inputs(u, delta, A, B, C, D, z, delta_bias);
+  const Dims d0 = check_inputs(u, delta, A, B, C, D, z, delta_bias);
   at::Tensor out = at::empty_like(u);  // (batch, dim, L)
   if (u.numel() == 0) return out;
+  const int64_t nb = vec_blocks(u.scalar_type(), d0.N);
+  const StateInputs st = pad_state(d0, A, B, C, nb);
+  const Dims& d = st.d;
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "selective_scan_fwd", [&] {
     const scalar_t* Dp = opt_ptr<scalar_t>(D);
     const scalar_t* zp = opt_ptr<scalar_t>(z);
     const scalar_t* bp = opt_ptr<scalar_t>(delta_bias);
     scalar_t* outp = out.data_ptr<scalar_t>();
+    const int64_t Lp = (d.L + 15) / 16 * 16;
     at::parallel_for(0, d.batch * d.dim, 1, [&](int64_t begin, int64_t end) {
-      std::vector<scalar_t> work(2 * d.L + d.N);
+      AlignedWork<scalar_t> work(2 * Lp + d.N);
       for (int64_t c = begin; c < end; ++c) {
-        const ChannelIn in = channel_in<scalar_t>(d, c, u, delta, A, B, C, Dp, zp, bp,
+        const ChannelIn in = channel_in<scalar_t>(d, c, u, delta, st.A, st.B, st.C, Dp, zp, bp,
                                                   delta_softplus);
-        fwd_channel_any(in, outp + c * d.L, work.data());
+        fwd_dispatch(nb, in, outp + c * d.L, work.ptr);
       }
     });
   });
@@ -448,16 +774,19 @@ std::vector<at::Tensor> selective_scan_bwd(
     const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A, const at::Tensor& B,
     const at::Tensor& C, const c10::optional<at::Tensor>& D, const c10::optional<at::Tensor>& z,
     const c10::optional<at::Tensor>& delta_bias, const at::Tensor& dout, bool delta_softplus) {
-  const Dims d = check_inputs(u, delta, A, B, C, D, z, delta_bias);
+  const Dims d0 = check_inputs(u, delta, A, B, C, D, z, delta_bias);
   TORCH_CHECK(dout.sizes() == u.sizes() && dout.scalar_type() == u.scalar_type() &&
                   dout.is_contiguous() && dout.device().is_cpu(),
               "selective_scan_cpu: dout must be a contiguous CPU tensor like u");
+  const int64_t nb = vec_blocks(u.scalar_type(), d0.N);
+  const StateInputs st = pad_state(d0, A, B, C, nb);
+  const Dims& d = st.d;
   const auto opts = u.options();
   at::Tensor du = at::empty_like(u);
   at::Tensor ddelta = at::empty_like(u);
   at::Tensor dz = z ? at::empty_like(u) : at::Tensor();
-  at::Tensor dB = at::zeros_like(B);
-  at::Tensor dC = at::zeros_like(C);
+  at::Tensor dB = at::zeros_like(st.B);
+  at::Tensor dC = at::zeros_like(st.C);
   at::Tensor dA_part = at::zeros({d.batch, d.dim, d.N}, opts);   // per-batch shares
   at::Tensor dD_part = at::zeros({d.batch, d.dim}, opts);
   at::Tensor dbias_part = at::zeros({d.batch, d.dim}, opts);
@@ -468,6 +797,8 @@ std::vector<at::Tensor> selective_scan_bwd(
       const scalar_t* bp = opt_ptr<scalar_t>(delta_bias);
       const int64_t per_group = d.dim / d.G;
       const int64_t LN = d.L * d.N;
+      const int64_t Lp = (d.L + 15) / 16 * 16;
+      const int64_t work_size = 4 * Lp + (2 * d.L + 1) * d.N + 2 * d.N;
       const int64_t nchunks = std::max<int64_t>(
           1, std::min<int64_t>(at::get_num_threads(), per_group));
       // Per-chunk dB / dC partial sums for the (batch, group) slice being processed.
@@ -476,7 +807,7 @@ std::vector<at::Tensor> selective_scan_bwd(
         for (int64_t grp = 0; grp < d.G; ++grp) {
           const int64_t c0 = b * d.dim + grp * per_group;  // first channel of the slice
           at::parallel_for(0, nchunks, 1, [&](int64_t kbeg, int64_t kend) {
-            std::vector<scalar_t> work(4 * d.L + (2 * d.L + 1) * d.N + 2 * d.N);
+            AlignedWork<scalar_t> work(work_size);
             for (int64_t k = kbeg; k < kend; ++k) {
               scalar_t* pB = partial.data() + k * 2 * LN;
               scalar_t* pC = pB + LN;
@@ -484,8 +815,8 @@ std::vector<at::Tensor> selective_scan_bwd(
               const int64_t lo = c0 + per_group * k / nchunks;
               const int64_t hi = c0 + per_group * (k + 1) / nchunks;
               for (int64_t c = lo; c < hi; ++c) {
-                const ChannelIn in = channel_in<scalar_t>(d, c, u, delta, A, B, C, Dp, zp, bp,
-                                                          delta_softplus);
+                const ChannelIn in = channel_in<scalar_t>(d, c, u, delta, st.A, st.B, st.C, Dp,
+                                                          zp, bp, delta_softplus);
                 ChannelGrad gr;
                 gr.dout = dout.data_ptr<scalar_t>() + c * d.L;
                 gr.du = du.data_ptr<scalar_t>() + c * d.L;
@@ -494,7 +825,7 @@ std::vector<at::Tensor> selective_scan_bwd(
                 gr.dA = dA_part.data_ptr<scalar_t>() + c * d.N;
                 gr.dB = pB;
                 gr.dC = pC;
-                bwd_channel_any(in, gr, work.data());
+                bwd_dispatch(nb, in, gr, work.ptr);
                 dD_part.data_ptr<scalar_t>()[c] = static_cast<scalar_t>(gr.dD);
                 dbias_part.data_ptr<scalar_t>()[c] = static_cast<scalar_t>(gr.dbias);
               }
@@ -517,10 +848,11 @@ std::vector<at::Tensor> selective_scan_bwd(
       }
     });
   }
-  at::Tensor dA = dA_part.sum(0);  // (dim, N)
+  const int64_t N = d0.N;
+  at::Tensor dA = dA_part.sum(0).narrow(1, 0, N);  // (dim, N)
   at::Tensor dD = D ? dD_part.sum(0) : at::Tensor();
   at::Tensor dbias = delta_bias ? dbias_part.sum(0) : at::Tensor();
-  return {du, ddelta, dA, dB, dC, dD, dz, dbias};
+  return {du, ddelta, dA, dB.narrow(3, 0, N), dC.narrow(3, 0, N), dD, dz, dbias};
 }
 
 }  // namespace
