@@ -9,6 +9,7 @@
 import copy
 import os.path as osp
 import pickle
+import re
 
 import numpy as np
 import torch
@@ -28,7 +29,22 @@ def _numpy_safe_globals():
     return [np.ndarray, np.dtype, _reconstruct, scalar, *dtypes]
 
 
-SAFE_GLOBALS = [HistoryBuffer, *_numpy_safe_globals()]
+def _history_buffer_method(owner, name):
+    """Stands in for ``getattr`` in checkpoints: a pickled ``HistoryBuffer`` stores its
+    statistics methods (``HistoryBuffer.min`` ...) as ``getattr(HistoryBuffer, 'min')``.
+    Only that lookup is allowed; a general ``getattr`` would reach far more."""
+    if owner is HistoryBuffer and name in HistoryBuffer._statistics_methods:
+        return getattr(HistoryBuffer, name)
+    raise pickle.UnpicklingError(
+        f'checkpoint asks for getattr({owner!r}, {name!r}); only HistoryBuffer statistics '
+        'methods may be looked up while loading')
+
+
+SAFE_GLOBALS = [
+    HistoryBuffer, *_numpy_safe_globals(),
+    (_history_buffer_method, '__builtin__.getattr'),  # pickle protocol 2 (torch.save)
+    (_history_buffer_method, 'builtins.getattr'),
+]
 
 
 def allow_mmengine_checkpoints():
@@ -51,10 +67,14 @@ def safe_torch_load(filename, map_location='cpu'):
     try:
         return torch.load(filename, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
+        found = re.search(r'WeightsUnpickler error:(.*?)(Check the documentation|$)',
+                          str(err), re.S)
+        reason = ' '.join(found.group(1).split()) if found and found.group(1).strip() \
+            else str(err).splitlines()[0]
         raise UnsafeCheckpointError(
             f'refused to load {filename!r}: it contains Python objects that are not plain '
             f'tensors, numbers or mmengine log buffers, and loading them could execute code '
-            f'({str(err).splitlines()[0]}). If you trust the file, re-save its state_dict '
+            f'({reason}). If you trust the file, re-save its state_dict '
             'with torch.save(weights) in a trusted environment; mmglobalmamba never loads '
             'checkpoints with weights_only=False.') from err
     except (RuntimeError, EOFError) as err:

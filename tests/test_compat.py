@@ -39,7 +39,8 @@ def _runner(work_dir, max_iters, **kwargs):
     return Runner(
         model=ToyModel(), work_dir=str(work_dir),
         train_dataloader=dict(dataset=ToyData(), sampler=dict(type='DefaultSampler'),
-                              batch_size=4, num_workers=0),
+                              collate_fn=dict(type='default_collate'), batch_size=4,
+                              num_workers=0),
         optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01)),
         train_cfg=dict(by_epoch=False, max_iters=max_iters, val_interval=1000),
         default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=2,
@@ -90,3 +91,17 @@ def test_syncbn_to_bn_rewrites_every_norm():
     assert out['model']['heads'][1]['type'] == 'LN'
     assert out['other'] == ('SyncBN',)  # only norm *types* change
     assert cfg['model']['backbone']['norm_cfg']['type'] == 'SyncBN'  # input untouched
+
+
+class _GetattrProbe:
+    def __reduce__(self):
+        from mmengine.logging import HistoryBuffer
+        return (getattr, (HistoryBuffer, '__init__'))
+
+
+def test_only_history_buffer_statistics_may_be_looked_up(tmp_path):
+    """mmengine checkpoints need getattr(HistoryBuffer, 'min'); nothing wider passes."""
+    path = tmp_path / 'probe.pth'
+    torch.save({'meta': _GetattrProbe()}, path)
+    with pytest.raises(UnsafeCheckpointError, match='only HistoryBuffer statistics'):
+        safe_torch_load(str(path))
