@@ -101,11 +101,14 @@ def main(argv=None):
     where = (torch.cuda.get_device_name(device) if device.type == 'cuda' else
              f'CPU {platform.processor() or platform.machine()}, '
              f'{torch.get_num_threads()} threads')
+    load = os.getloadavg()[0] if hasattr(os, 'getloadavg') else float('nan')
     print(f'\n{args.mode}, {where}, torch {torch.__version__}; '
-          f'{args.warmup} warm-up + {args.iters} timed calls per row')
-    header = ['model', 'input', 'backend', 'batch', 'images/s', 'ms/batch', 'peak MiB']
+          f'{args.warmup} warm-up + {args.iters} timed calls per row; '
+          f'load average {load:.1f} at the end')
+    header = ['model', 'input', 'backend', 'batch', 'images/s', 'ms/batch', 'best ms',
+              'peak MiB']
     rows = [[r.name, f'{r.shape[0]}x{r.shape[1]}', r.backend, str(r.batch_size),
-             f'{r.images_per_s:.2f}', f'{r.ms_per_batch:.0f}',
+             f'{r.images_per_s:.2f}', f'{r.ms_per_batch:.0f}', f'{r.best_ms:.0f}',
              f'{r.peak_mib:.0f}' + ('' if r.peak_exact else ' (>=)')] for r in results]
     if args.markdown:
         print(f'\nCommand: `python tools/benchmark_throughput.py {" ".join(argv)}`\n')
