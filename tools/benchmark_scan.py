@@ -263,7 +263,11 @@ def backbone_section(args, device):
           f'device={device}, torch threads={torch.get_num_threads()} ==')
     try:
         from mmglobalmamba.models.backbones import GlobalMamba
-        model = GlobalMamba(arch='tiny', img_size=224, out_indices=(23, ))
+        try:
+            model = GlobalMamba(arch='tiny', img_size=224, out_indices=(23, ))
+        except ValueError:  # this version wants one pyramid stride per out index
+            model = GlobalMamba(arch='tiny', img_size=224, out_indices=(23, ),
+                                pyramid_strides=(16, ))
     except Exception as err:  # not written yet, or its dependencies are missing
         print(f'backbone unavailable: {type(err).__name__}: {err}')
         return None

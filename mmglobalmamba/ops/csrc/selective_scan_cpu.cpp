@@ -12,7 +12,10 @@
 //   h_t  = exp(dt_t * A) * h_{t-1} + dt_t * u_t * B_t
 //   y_t  = <C_t, h_t> + D * u_t ;  out_t = y_t * silu(z_t) when z is given.
 // float32 and float64 are computed natively (float64 exists for gradcheck); the wrapper
-// converts half / bfloat16 to float32 first.
+// converts half / bfloat16 to float32 first.  float32 with N <= 64 takes the vector path
+// (state in 16-lane blocks, N zero-padded to a multiple of 16); everything else takes the
+// generic per-element path.  The backward recomputes the states of a channel forward into
+// a per-thread (L, N) buffer, then runs the reverse recurrence.
 //
 // Parallelism: at::parallel_for over (batch, dim) channels.  The backward reduces dB / dC
 // over the channels of a group through per-chunk (L, N) buffers summed in a fixed order,
@@ -719,6 +722,9 @@ const T* opt_ptr(const c10::optional<at::Tensor>& t) {
 
 // ---------------------------------------------------------------------------------------
 
+// Channel-steps x states below which a parallel region is not worth starting.
+constexpr int64_t kMinParallelWork = 1 << 15;
+
 // A (dim, N) and B / C (batch, G, L, N) with the state dimension zero-padded to 16 * nb
 // for the vector path (nb = 0: unchanged).
 struct StateInputs {
@@ -756,7 +762,9 @@ at::Tensor selective_scan_fwd(const at::Tensor& u, const at::Tensor& delta, cons
     const scalar_t* bp = opt_ptr<scalar_t>(delta_bias);
     scalar_t* outp = out.data_ptr<scalar_t>();
     const int64_t Lp = (d.L + 15) / 16 * 16;
-    at::parallel_for(0, d.batch * d.dim, 1, [&](int64_t begin, int64_t end) {
+    // Small problems run on the calling thread: a parallel region costs more than they do.
+    const int64_t grain = std::max<int64_t>(1, kMinParallelWork / (d.L * d.N));
+    at::parallel_for(0, d.batch * d.dim, grain, [&](int64_t begin, int64_t end) {
       AlignedWork<scalar_t> work(2 * Lp + d.N);
       for (int64_t c = begin; c < end; ++c) {
         const ChannelIn in = channel_in<scalar_t>(d, c, u, delta, st.A, st.B, st.C, Dp, zp, bp,
@@ -799,8 +807,9 @@ std::vector<at::Tensor> selective_scan_bwd(
       const int64_t LN = d.L * d.N;
       const int64_t Lp = (d.L + 15) / 16 * 16;
       const int64_t work_size = 4 * Lp + (2 * d.L + 1) * d.N + 2 * d.N;
-      const int64_t nchunks = std::max<int64_t>(
-          1, std::min<int64_t>(at::get_num_threads(), per_group));
+      const int64_t nchunks = std::max<int64_t>(1, std::min<int64_t>(
+          {static_cast<int64_t>(at::get_num_threads()), per_group,
+           per_group * d.L * d.N / kMinParallelWork}));
       // Per-chunk dB / dC partial sums for the (batch, group) slice being processed.
       std::vector<scalar_t> partial(static_cast<size_t>(nchunks) * 2 * LN);
       for (int64_t b = 0; b < d.batch; ++b) {
