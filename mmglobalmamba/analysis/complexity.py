@@ -129,16 +129,22 @@ def _get_scan_op():
     return _scan_op
 
 
-def _best_cpu_backend():
+def _composed_backend(device='cpu'):
+    """The fastest backend that runs ``mamba_inner`` as separate ops on ``device``: the
+    CPU kernel on CPU if built, else the PyTorch reference (also on CUDA, where the
+    'cuda' backend would fuse the whole mixer into one opaque call)."""
     from mmglobalmamba.ops import available_backends
-    return 'cpu' if 'cpu' in available_backends() else 'torch'
+    if torch.device(device).type == 'cpu' and 'cpu' in available_backends():
+        return 'cpu'
+    return 'torch'
 
 
 @contextlib.contextmanager
-def traceable_scan(backend=None):
+def traceable_scan(backend=None, device='cpu'):
     """Inside: the mixers' selective scan is one ``SCAN_OP`` trace node, and the scan and
     conv run on ``backend`` (default: the CPU kernel if built, else PyTorch), so that the
-    fused CUDA ``mamba_inner`` (opaque to the trace) is never taken."""
+    fused CUDA ``mamba_inner`` (opaque to the trace) is never taken. It swaps a module
+    attribute of ``mmglobalmamba.ops.mamba_inner`` while active: not thread-safe."""
     from mmglobalmamba.ops import scan_backend
     inner = importlib.import_module('mmglobalmamba.ops.mamba_inner')
     op = _get_scan_op()
@@ -150,7 +156,7 @@ def traceable_scan(backend=None):
 
     inner.selective_scan = counted_scan
     try:
-        with scan_backend(backend or _best_cpu_backend()):
+        with scan_backend(backend or _composed_backend(device)):
             yield
     finally:
         inner.selective_scan = original
@@ -171,7 +177,9 @@ def analyze_complexity(model, inputs, backend=None):
     Args:
         model (nn.Module): any model; GlobalMamba scans are counted wherever they are.
         inputs (tuple): positional inputs of ``model.forward``.
-        backend (str | None): scan backend for the traced forward (CPU ones only).
+        backend (str | None): scan backend of the traced forward: 'cpu' or 'torch'
+            (default: 'cpu' for CPU models if built, else 'torch'). The count does not
+            depend on it.
 
     Returns:
         dict: ``params`` (int), ``flops`` (int), ``flops_by_module`` (Counter: module
@@ -183,6 +191,8 @@ def analyze_complexity(model, inputs, backend=None):
     if not isinstance(inputs, tuple):
         inputs = (inputs, )
     was_training = model.training
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device('cpu')
     model.eval()
     analyzer = FlopAnalyzer(model, inputs)
     analyzer.set_op_handle(**FLOP_HANDLES)
@@ -190,7 +200,7 @@ def analyze_complexity(model, inputs, backend=None):
     analyzer.uncalled_modules_warnings(False)
     analyzer.tracer_warnings('none')
     try:
-        with torch.no_grad(), traceable_scan(backend), warnings.catch_warnings():
+        with torch.no_grad(), traceable_scan(backend, device), warnings.catch_warnings():
             warnings.simplefilter('ignore')
             total = analyzer.total()  # traces now, while the scan is a single node
             by_module = analyzer.by_module()
