@@ -19,7 +19,6 @@ F.linear / F.conv2d at the same shapes in the same run.
 """
 import argparse
 import os
-import statistics
 import sys
 import time
 
@@ -61,7 +60,8 @@ def _sync(device):
 
 
 def time_call(fn, device, repeats=3, warmup=1):
-    """Median wall time of ``fn()`` in seconds (after ``warmup`` untimed calls)."""
+    """Best wall time of ``repeats`` calls of ``fn()`` in seconds, after ``warmup`` untimed
+    calls (the minimum is the least disturbed by other processes on a shared machine)."""
     for _ in range(warmup):
         fn()
     _sync(device)
@@ -71,7 +71,7 @@ def time_call(fn, device, repeats=3, warmup=1):
         fn()
         _sync(device)
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return min(times)
 
 
 def make_inputs(batch, d_inner, d_state, L, device, seed=0):
@@ -205,7 +205,7 @@ def scan_section(args, device):
         print(f'* torch reference extrapolated linearly in L from a run at '
               f'L={args.ref_steps} (--ref-steps); all other entries measured')
     else:
-        print('all entries measured (median of --repeats runs; the torch reference: one run)')
+        print('all entries measured (best of --repeats runs; the torch reference: one run)')
     if args.skip_ref:
         print('torch reference skipped (--skip-ref)')
     if mp is None and not args.no_mambapy:
@@ -309,7 +309,7 @@ def parse_args(argv=None):
     p.add_argument('--batch', type=int, default=2)
     p.add_argument('--d-inner', type=int, default=384)
     p.add_argument('--d-state', type=int, default=16)
-    p.add_argument('--repeats', type=int, default=3, help='timed runs (median) per entry')
+    p.add_argument('--repeats', type=int, default=3, help='timed runs (best) per entry')
     p.add_argument('--ref-steps', type=int, default=0,
                    help='measure the torch reference at this L only, extrapolate the rest')
     p.add_argument('--skip-ref', action='store_true', help='do not run the torch reference')
@@ -329,12 +329,18 @@ def main(argv=None):
     device = torch.device(args.device)
     if device.type == 'cuda' and not torch.cuda.is_available():
         sys.exit('CUDA is not available')
+    load = os.getloadavg() if hasattr(os, 'getloadavg') else None
+    if load:
+        print(f'machine: {os.cpu_count()} CPUs, load average {load[0]:.2f} at start '
+              '(other processes slow the timings down)')
     if not args.no_scan:
         scan_section(args, device)
     if args.backbone:
         if not args.no_scan:
             print()
         backbone_section(args, device)
+    if load:
+        print(f'load average {os.getloadavg()[0]:.2f} at the end')
 
 
 if __name__ == '__main__':

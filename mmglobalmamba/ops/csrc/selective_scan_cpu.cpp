@@ -17,8 +17,9 @@
 // generic per-element path.  The backward recomputes the states of a channel forward into
 // a per-thread (L, N) buffer, then runs the reverse recurrence.
 //
-// Parallelism: at::parallel_for over (batch, dim) channels.  The backward reduces dB / dC
-// over the channels of a group through per-chunk (L, N) buffers summed in a fixed order,
+// Parallelism: (batch, dim) channels in tasks that the intra-op threads take from a shared
+// counter.  The backward reduces dB / dC over the channels of a group through per-chunk
+// (L, N) buffers summed in a fixed order,
 // and dA / dD / d(delta_bias) through per-(batch, channel) partials summed over batch, so
 // results do not depend on thread timing.
 
@@ -26,6 +27,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -725,6 +727,26 @@ const T* opt_ptr(const c10::optional<at::Tensor>& t) {
 // Channel-steps x states below which a parallel region is not worth starting.
 constexpr int64_t kMinParallelWork = 1 << 15;
 
+// Runs fn(k) for k in [0, ntasks) on the intra-op threads, each thread taking the next task
+// from a shared counter: a thread slowed down by other processes (data loader workers, a
+// busy machine) then takes fewer tasks instead of holding everyone at the barrier.
+// Results never depend on which thread ran a task.
+template <typename F>
+void parallel_tasks(int64_t ntasks, const F& fn) {
+  if (ntasks <= 0) return;
+  const int64_t nthreads = std::min<int64_t>(at::get_num_threads(), ntasks);
+  if (nthreads <= 1 || at::in_parallel_region()) {
+    for (int64_t k = 0; k < ntasks; ++k) fn(k);
+    return;
+  }
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, nthreads, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      for (int64_t k = next.fetch_add(1); k < ntasks; k = next.fetch_add(1)) fn(k);
+    }
+  });
+}
+
 // A (dim, N) and B / C (batch, G, L, N) with the state dimension zero-padded to 16 * nb
 // for the vector path (nb = 0: unchanged).
 struct StateInputs {
@@ -762,11 +784,16 @@ at::Tensor selective_scan_fwd(const at::Tensor& u, const at::Tensor& delta, cons
     const scalar_t* bp = opt_ptr<scalar_t>(delta_bias);
     scalar_t* outp = out.data_ptr<scalar_t>();
     const int64_t Lp = (d.L + 15) / 16 * 16;
-    // Small problems run on the calling thread: a parallel region costs more than they do.
-    const int64_t grain = std::max<int64_t>(1, kMinParallelWork / (d.L * d.N));
-    at::parallel_for(0, d.batch * d.dim, grain, [&](int64_t begin, int64_t end) {
+    // Tasks of `per_task` channels; small problems end up as one task on this thread.
+    const int64_t channels = d.batch * d.dim;
+    const int64_t per_task = std::max<int64_t>(
+        {int64_t(1), kMinParallelWork / (d.L * d.N),
+         channels / (16 * static_cast<int64_t>(at::get_num_threads()))});
+    const int64_t ntasks = (channels + per_task - 1) / per_task;
+    parallel_tasks(ntasks, [&](int64_t k) {
       AlignedWork<scalar_t> work(2 * Lp + d.N);
-      for (int64_t c = begin; c < end; ++c) {
+      const int64_t end = std::min(channels, (k + 1) * per_task);
+      for (int64_t c = k * per_task; c < end; ++c) {
         const ChannelIn in = channel_in<scalar_t>(d, c, u, delta, st.A, st.B, st.C, Dp, zp, bp,
                                                   delta_softplus);
         fwd_dispatch(nb, in, outp + c * d.L, work.ptr);
@@ -807,17 +834,19 @@ std::vector<at::Tensor> selective_scan_bwd(
       const int64_t LN = d.L * d.N;
       const int64_t Lp = (d.L + 15) / 16 * 16;
       const int64_t work_size = 4 * Lp + (2 * d.L + 1) * d.N + 2 * d.N;
+      // Chunks of a (batch, group) slice, each with its own dB / dC partial sums; a few per
+      // thread so that the dynamic task queue can balance them.
       const int64_t nchunks = std::max<int64_t>(1, std::min<int64_t>(
-          {static_cast<int64_t>(at::get_num_threads()), per_group,
+          {4 * static_cast<int64_t>(at::get_num_threads()), per_group,
            per_group * d.L * d.N / kMinParallelWork}));
       // Per-chunk dB / dC partial sums for the (batch, group) slice being processed.
       std::vector<scalar_t> partial(static_cast<size_t>(nchunks) * 2 * LN);
       for (int64_t b = 0; b < d.batch; ++b) {
         for (int64_t grp = 0; grp < d.G; ++grp) {
           const int64_t c0 = b * d.dim + grp * per_group;  // first channel of the slice
-          at::parallel_for(0, nchunks, 1, [&](int64_t kbeg, int64_t kend) {
+          parallel_tasks(nchunks, [&](int64_t k) {
             AlignedWork<scalar_t> work(work_size);
-            for (int64_t k = kbeg; k < kend; ++k) {
+            {
               scalar_t* pB = partial.data() + k * 2 * LN;
               scalar_t* pC = pB + LN;
               std::fill(pB, pB + 2 * LN, scalar_t(0));
