@@ -2,7 +2,9 @@
 token grid, the scan order across bands and the cls position (N // 2).
 
     python tools/visualize_serialization.py IMAGE --out serialization.png
-    python tools/visualize_serialization.py --example --size 224 224 --out docs/serialization_example.png
+    # the README picture (synthetic image, 8-bit palette PNG):
+    python tools/visualize_serialization.py --example --size 224 224 \
+        --out docs/serialization_example.png --palette
     python tools/visualize_serialization.py IMAGE --size 512 768 --num-bands 3 --out s.png
 """
 import argparse

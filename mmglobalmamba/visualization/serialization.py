@@ -15,7 +15,7 @@ It returns a :class:`SerializationPlot` holding the grids it actually drew, so c
 tests can check them against ``FrequencySerializer.band_grids``.
 """
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Tuple
 
 import numpy as np
 import torch
