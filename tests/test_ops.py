@@ -36,7 +36,7 @@ HAS_CUDA = torch.cuda.is_available()
 
 def _backend_params():
     """'cuda' / 'cpu' / 'torch', each skipped cleanly where it cannot run."""
-    cuda_ok = HAS_CUDA and 'cuda' in ops.available_backends()
+    cuda_ok = HAS_CUDA and 'cuda' in ops.available_backends('mamba_inner')  # both packages
     cpu_ok = 'cpu' in ops.available_backends()
     return [
         pytest.param('cuda', marks=pytest.mark.skipif(
