@@ -6,7 +6,9 @@ loop (model and inputs already built):
 * CUDA: ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats`` (allocator
   memory, not the cached pool).
 * CPU: the resident-set high-water mark (``VmHWM``), reset through
-  ``/proc/self/clear_refs`` (Linux >= 4.0) before the loop. Where that reset is refused,
+  ``/proc/self/clear_refs`` (Linux >= 4.0) before the loop, after ``malloc_trim`` has
+  handed memory freed by earlier runs back to the system (else the allocator would reuse
+  it unseen). Where that reset is refused,
   ``ru_maxrss`` is used, which cannot drop below an earlier peak: the value is then a
   lower bound and reported with ``exact=False``. (``tracemalloc`` does not see torch's
   allocations, so it is not used.)
@@ -21,6 +23,17 @@ import torch
 __all__ = ['BenchResult', 'PeakMemory', 'benchmark']
 
 _MiB = 1024 * 1024
+
+
+def _trim_heap():
+    """Return free heap memory to the OS (glibc); a no-op elsewhere."""
+    import gc
+    gc.collect()
+    try:
+        import ctypes
+        ctypes.CDLL('libc.so.6').malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _status_kib(field):
@@ -46,6 +59,7 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats(self.device)
             self._base = torch.cuda.memory_allocated(self.device)
             return self
+        _trim_heap()
         self._base = (_status_kib('VmRSS') or 0) * 1024
         try:
             with open('/proc/self/clear_refs', 'w') as f:
