@@ -31,6 +31,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 namespace {
@@ -834,56 +835,55 @@ std::vector<at::Tensor> selective_scan_bwd(
       const int64_t LN = d.L * d.N;
       const int64_t Lp = (d.L + 15) / 16 * 16;
       const int64_t work_size = 4 * Lp + (2 * d.L + 1) * d.N + 2 * d.N;
-      // Chunks of a (batch, group) slice, each with its own dB / dC partial sums; a few per
-      // thread so that the dynamic task queue can balance them.
-      const int64_t nchunks = std::max<int64_t>(1, std::min<int64_t>(
-          {4 * static_cast<int64_t>(at::get_num_threads()), per_group,
-           per_group * d.L * d.N / kMinParallelWork}));
-      // Per-chunk dB / dC partial sums for the (batch, group) slice being processed.
-      std::vector<scalar_t> partial(static_cast<size_t>(nchunks) * 2 * LN);
-      for (int64_t b = 0; b < d.batch; ++b) {
-        for (int64_t grp = 0; grp < d.G; ++grp) {
-          const int64_t c0 = b * d.dim + grp * per_group;  // first channel of the slice
-          parallel_tasks(nchunks, [&](int64_t k) {
-            AlignedWork<scalar_t> work(work_size);
-            {
-              scalar_t* pB = partial.data() + k * 2 * LN;
-              scalar_t* pC = pB + LN;
-              std::fill(pB, pB + 2 * LN, scalar_t(0));
-              const int64_t lo = c0 + per_group * k / nchunks;
-              const int64_t hi = c0 + per_group * (k + 1) / nchunks;
-              for (int64_t c = lo; c < hi; ++c) {
-                const ChannelIn in = channel_in<scalar_t>(d, c, u, delta, st.A, st.B, st.C, Dp,
-                                                          zp, bp, delta_softplus);
-                ChannelGrad gr;
-                gr.dout = dout.data_ptr<scalar_t>() + c * d.L;
-                gr.du = du.data_ptr<scalar_t>() + c * d.L;
-                gr.ddelta = ddelta.data_ptr<scalar_t>() + c * d.L;
-                gr.dz = zp ? dz.data_ptr<scalar_t>() + c * d.L : nullptr;
-                gr.dA = dA_part.data_ptr<scalar_t>() + c * d.N;
-                gr.dB = pB;
-                gr.dC = pC;
-                bwd_dispatch(nb, in, gr, work.ptr);
-                dD_part.data_ptr<scalar_t>()[c] = static_cast<scalar_t>(gr.dD);
-                dbias_part.data_ptr<scalar_t>()[c] = static_cast<scalar_t>(gr.dbias);
-              }
-            }
-          });
-          // Sum the chunk partials in chunk order into this slice of dB / dC.
-          scalar_t* dBs = dB.data_ptr<scalar_t>() + (b * d.G + grp) * LN;
-          scalar_t* dCs = dC.data_ptr<scalar_t>() + (b * d.G + grp) * LN;
-          at::parallel_for(0, LN, 4096, [&](int64_t begin, int64_t end) {
-            for (int64_t k = 0; k < nchunks; ++k) {
-              const scalar_t* pB = partial.data() + k * 2 * LN;
-              const scalar_t* pC = pB + LN;
-              for (int64_t i = begin; i < end; ++i) {
-                dBs[i] += pB[i];
-                dCs[i] += pC[i];
-              }
-            }
-          });
+      // Tasks = (batch, group) slices x chunks of their channels, each chunk with its own
+      // dB / dC partial sums; about 4 tasks per thread so the dynamic queue can balance
+      // them.  The task that finishes a slice last sums its partials in chunk order, so the
+      // whole backward is one parallel region and the result is deterministic.
+      const int64_t nslices = d.batch * d.G;
+      const int64_t want = 4 * static_cast<int64_t>(at::get_num_threads());
+      const int64_t cps = std::max<int64_t>(1, std::min<int64_t>(
+          {(want + nslices - 1) / nslices, per_group,
+           per_group * d.L * d.N / kMinParallelWork}));  // chunks per slice
+      const int64_t ntasks = nslices * cps;
+      std::vector<scalar_t> partial(static_cast<size_t>(ntasks) * 2 * LN);  // zeroed
+      std::unique_ptr<std::atomic<int64_t>[]> left(new std::atomic<int64_t>[nslices]);
+      for (int64_t i = 0; i < nslices; ++i) left[i].store(cps);
+      parallel_tasks(ntasks, [&](int64_t task) {
+        const int64_t slice = task / cps, k = task % cps;
+        const int64_t c0 = (slice / d.G) * d.dim + (slice % d.G) * per_group;
+        const int64_t lo = c0 + per_group * k / cps;
+        const int64_t hi = c0 + per_group * (k + 1) / cps;
+        scalar_t* pB = partial.data() + task * 2 * LN;
+        scalar_t* pC = pB + LN;
+        AlignedWork<scalar_t> work(work_size);
+        for (int64_t c = lo; c < hi; ++c) {
+          const ChannelIn in = channel_in<scalar_t>(d, c, u, delta, st.A, st.B, st.C, Dp, zp, bp,
+                                                    delta_softplus);
+          ChannelGrad gr;
+          gr.dout = dout.data_ptr<scalar_t>() + c * d.L;
+          gr.du = du.data_ptr<scalar_t>() + c * d.L;
+          gr.ddelta = ddelta.data_ptr<scalar_t>() + c * d.L;
+          gr.dz = zp ? dz.data_ptr<scalar_t>() + c * d.L : nullptr;
+          gr.dA = dA_part.data_ptr<scalar_t>() + c * d.N;
+          gr.dB = pB;
+          gr.dC = pC;
+          bwd_dispatch(nb, in, gr, work.ptr);
+          dD_part.data_ptr<scalar_t>()[c] = static_cast<scalar_t>(gr.dD);
+          dbias_part.data_ptr<scalar_t>()[c] = static_cast<scalar_t>(gr.dbias);
         }
-      }
+        if (left[slice].fetch_sub(1) == 1) {  // last chunk of this slice: reduce it
+          scalar_t* dBs = dB.data_ptr<scalar_t>() + slice * LN;
+          scalar_t* dCs = dC.data_ptr<scalar_t>() + slice * LN;
+          for (int64_t j = 0; j < cps; ++j) {
+            const scalar_t* qB = partial.data() + (slice * cps + j) * 2 * LN;
+            const scalar_t* qC = qB + LN;
+            for (int64_t i = 0; i < LN; ++i) {
+              dBs[i] += qB[i];
+              dCs[i] += qC[i];
+            }
+          }
+        }
+      });
     });
   }
   const int64_t N = d0.N;
