@@ -21,6 +21,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from 
 def build_model(cfg):
     """The config's model, built in its scope on CPU with SyncBN turned into BN."""
     import mmglobalmamba  # noqa: F401
+    from mmengine.config import ConfigDict
     from mmengine.registry import init_default_scope
     from mmglobalmamba.compat import syncbn_to_bn
     scope = cfg.get('default_scope')
@@ -28,7 +29,7 @@ def build_model(cfg):
         raise ValueError(f'config default_scope is {scope!r}, expected mmseg or mmdet')
     init_default_scope(scope)
     registry = importlib.import_module(f'{scope}.registry').MODELS
-    model_cfg = syncbn_to_bn(cfg.model.to_dict())
+    model_cfg = ConfigDict(syncbn_to_bn(cfg.model.to_dict()))
     return registry.build(model_cfg)
 
 
@@ -73,7 +74,8 @@ def _num_classes(cfg):
 
 
 def check_model(model, cfg, shape=(64, 64), loss=False, seed=0):
-    """Run ``test_step`` (and with ``loss`` a forward in loss mode) on one random image.
+    """Run ``test_step`` on one random image (and with ``loss`` a training forward+backward
+    on two).
 
     Returns a dict with the predictions' summary and, with ``loss``, the loss values.
     """
@@ -84,12 +86,13 @@ def check_model(model, cfg, shape=(64, 64), loss=False, seed=0):
     gen = torch.Generator().manual_seed(seed)
     image = torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=gen)
 
-    def make_data(with_gt):
+    def make_data(with_gt, batch=1):
+        # training runs two images: BN after the 1x1 pooling of PPM needs more than one value
         if scope == 'mmseg':
-            sample = _seg_sample(h, w, num_classes, with_gt, seed)
+            samples = [_seg_sample(h, w, num_classes, with_gt, seed + i) for i in range(batch)]
         else:
-            sample = _det_sample(h, w, num_classes, with_gt)
-        return dict(inputs=[image.clone()], data_samples=[sample])
+            samples = [_det_sample(h, w, num_classes, with_gt) for _ in range(batch)]
+        return dict(inputs=[image.clone() for _ in range(batch)], data_samples=samples)
 
     report = {}
     model.eval()
@@ -107,7 +110,7 @@ def check_model(model, cfg, shape=(64, 64), loss=False, seed=0):
             assert tuple(inst.masks.shape[-2:]) == (h, w)
     if loss:
         model.train()
-        data = model.data_preprocessor(make_data(True), True)
+        data = model.data_preprocessor(make_data(True, batch=2), True)
         losses = model(**data, mode='loss')
         total, _ = model.parse_losses(losses)
         assert torch.isfinite(total), f'non-finite loss {losses}'

@@ -51,9 +51,10 @@ def _shape_mask(kind, size, cx, cy, r, angle):
     if kind == 'square':  # axis-aligned, half side r * 0.8
         h = r * 0.8
         return (np.abs(xx - cx) <= h) & (np.abs(yy - cy) <= h)
-    # triangle: three vertices on the circle of radius r, rotated by angle
+    # triangle: three vertices on a circle of radius 1.3 r (about the area of the square),
+    # rotated by angle
     ang = angle + np.array([0., 2 * np.pi / 3, 4 * np.pi / 3])
-    vx, vy = cx + r * np.cos(ang), cy + r * np.sin(ang)
+    vx, vy = cx + 1.3 * r * np.cos(ang), cy + 1.3 * r * np.sin(ang)
     inside = np.ones((size, size), bool)
     for i in range(3):
         x0, y0, x1, y1 = vx[i], vy[i], vx[(i + 1) % 3], vy[(i + 1) % 3]
@@ -89,7 +90,8 @@ def render_scene(rng, size=128, min_objects=1, max_objects=4, min_radius=16, max
         kind_idx = int(rng.integers(len(SHAPES)))
         kind = SHAPES[kind_idx]
         r = rng.uniform(min_radius, max_radius)
-        cx, cy = rng.uniform(r, size - r, 2)
+        margin = 1.3 * r if kind == 'triangle' else r
+        cx, cy = rng.uniform(margin, size - margin, 2)
         mask = _shape_mask(kind, size, cx, cy, r, rng.uniform(0, 2 * np.pi))
         grown = cv2.dilate(mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
         if mask.sum() < 50 or (grown & occupied).any():

@@ -94,7 +94,12 @@ def work_dir_of(cfg, args):
 
 
 def enable_amp(cfg):
+    """Switch the optim wrapper to mmengine's AmpOptimWrapper (needs CUDA)."""
+    import torch
     from mmengine.logging import print_log
+    if not torch.cuda.is_available():
+        raise RuntimeError('--amp needs a CUDA GPU (mmengine\'s AmpOptimWrapper); drop --amp '
+                           'to train in fp32 on this machine')
     wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
     if wrapper == 'AmpOptimWrapper':
         print_log('AMP is already enabled in the config', logger='current',

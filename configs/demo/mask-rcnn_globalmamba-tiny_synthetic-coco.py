@@ -14,6 +14,7 @@ custom_imports = dict(imports=['mmglobalmamba'], allow_failed_imports=False)
 data_root = 'data/synthetic_coco/'
 classes = ('circle', 'square', 'triangle')
 palette = [(6, 230, 230), (255, 180, 0), (220, 20, 60)]
+img_scale = (128, 128)  # the generated images' size: Resize is a no-op that records it
 embed_dims = 192
 fpn_channels = 64
 max_iters = 300
@@ -37,7 +38,7 @@ model = dict(
     rpn_head=dict(
         in_channels=fpn_channels,
         feat_channels=fpn_channels,
-        anchor_generator=dict(scales=[4], ratios=[1.0])),
+        anchor_generator=dict(scales=[4])),
     roi_head=dict(
         bbox_roi_extractor=dict(out_channels=fpn_channels),
         bbox_head=dict(
@@ -60,11 +61,13 @@ dataset = dict(
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='Resize', scale=img_scale, keep_ratio=True),
     dict(type='RandomFlip', prob=0.5),
     dict(type='PackDetInputs'),
 ]
 test_pipeline = [
     dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=img_scale, keep_ratio=True),
     dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
     dict(type='PackDetInputs',
          meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
