@@ -408,179 +408,247 @@ MGM_INLINE v16 fast_exp16(v16 x) {
   return x < lo ? splat(0.0f) : res;
 }
 
-template <int NB>
-MGM_INLINE void fwd_channel_vec(const ChannelIn& in, float* out, float* work) {
+// The vector kernels advance CH channels of one (batch, group) slice together: the B_t /
+// C_t loads are shared, the CH recurrences interleave (more independent work per step),
+// and the backward's dB / dC partial sums get one update per step for all CH channels.
+
+template <int NB, int CH>
+MGM_INLINE void fwd_vec(const ChannelIn* in, float* const* out, float* work) {
   constexpr int64_t N = 16 * NB;
-  const int64_t L = in.L;
-  const float* u = static_cast<const float*>(in.u);
-  const float* z = static_cast<const float*>(in.z);
-  const float* Ap = static_cast<const float*>(in.A);
-  const float* B = static_cast<const float*>(in.B);
-  const float* C = static_cast<const float*>(in.C);
-  float* dt = work;      // (L)
-  float* y = work + L;   // (L)
-  compute_dt<float>(in, dt, nullptr);
-  alignas(64) float tile[256] = {};  // <h_t, C_t> lane products of 16 steps
-  v16 A[NB], h[NB];
-  for (int k = 0; k < NB; ++k) {
-    A[k] = load16(Ap + 16 * k);
-    h[k] = splat(0.0f);
+  const int64_t L = in[0].L;
+  const int64_t Lp = (L + 15) / 16 * 16;
+  const float* B = static_cast<const float*>(in[0].B);  // shared by the CH channels
+  const float* C = static_cast<const float*>(in[0].C);
+  const float* u[CH];
+  float* dt[CH];  // (L)
+  float* y[CH];   // (L)
+  alignas(64) float tile[CH][256];  // <h_t, C_t> lane products of 16 steps, per channel
+  v16 A[CH][NB], h[CH][NB];
+  for (int ch = 0; ch < CH; ++ch) {
+    u[ch] = static_cast<const float*>(in[ch].u);
+    dt[ch] = work + 2 * ch * Lp;
+    y[ch] = dt[ch] + Lp;
+    compute_dt<float>(in[ch], dt[ch], nullptr);
+    const float* Ap = static_cast<const float*>(in[ch].A);
+    for (int k = 0; k < NB; ++k) {
+      A[ch][k] = load16(Ap + 16 * k);
+      h[ch][k] = splat(0.0f);
+    }
   }
   for (int64_t t = 0; t < L; ++t) {
-    const float dtt = dt[t];
-    const float dtu = dtt * u[t];
-    const float* Bt = B + t * N;
-    const float* Ct = C + t * N;
-    v16 acc = splat(0.0f);
+    v16 Bv[NB], Cv[NB];
     for (int k = 0; k < NB; ++k) {
-      h[k] = fast_exp16(A[k] * dtt) * h[k] + load16(Bt + 16 * k) * dtu;
-      acc += h[k] * load16(Ct + 16 * k);
+      Bv[k] = load16(B + t * N + 16 * k);
+      Cv[k] = load16(C + t * N + 16 * k);
     }
-    store16(tile + 16 * (t & 15), acc);
-    if ((t & 15) == 15 || t == L - 1) flush_tile(tile, y, t & ~int64_t(15), L);
+    for (int ch = 0; ch < CH; ++ch) {
+      const float dtt = dt[ch][t];
+      const float dtu = dtt * u[ch][t];
+      v16 acc = splat(0.0f);
+      for (int k = 0; k < NB; ++k) {
+        h[ch][k] = fast_exp16(A[ch][k] * dtt) * h[ch][k] + Bv[k] * dtu;
+        acc += h[ch][k] * Cv[k];
+      }
+      store16(tile[ch] + 16 * (t & 15), acc);
+    }
+    if ((t & 15) == 15 || t == L - 1) {
+      for (int ch = 0; ch < CH; ++ch) flush_tile(tile[ch], y[ch], t & ~int64_t(15), L);
+    }
   }
-  const float Dv = in.has_D ? static_cast<float>(in.D) : 0.0f;
-  if (in.has_z) {
+  for (int ch = 0; ch < CH; ++ch) {
+    const float Dv = in[ch].has_D ? static_cast<float>(in[ch].D) : 0.0f;
+    const float* uc = u[ch];
+    const float* yc = y[ch];
+    float* o = out[ch];
+    if (in[ch].has_z) {
+      const float* z = static_cast<const float*>(in[ch].z);
 #pragma omp simd
-    for (int64_t t = 0; t < L; ++t) {
-      const float zt = z[t];
-      out[t] = (y[t] + Dv * u[t]) * (zt * sigmoid(zt));
+      for (int64_t t = 0; t < L; ++t) {
+        const float zt = z[t];
+        o[t] = (yc[t] + Dv * uc[t]) * (zt * sigmoid(zt));
+      }
+    } else {
+#pragma omp simd
+      for (int64_t t = 0; t < L; ++t) o[t] = yc[t] + Dv * uc[t];
     }
-  } else {
-#pragma omp simd
-    for (int64_t t = 0; t < L; ++t) out[t] = y[t] + Dv * u[t];
   }
 }
 
-// work layout as bwd_channel: dt, sig, y, ddt (L each, 64-byte aligned start), then
-// a (L, N) and h (L + 1, N).
-template <int NB>
-MGM_INLINE void bwd_channel_vec(const ChannelIn& in, ChannelGrad& gr, float* work) {
-  constexpr int64_t N = 16 * NB;
-  const int64_t L = in.L;
+// Per channel work: dt, sig, y, ddt (Lp each), then a (L, N) and h (L + 1, N).
+inline int64_t bwd_vec_work(int64_t L, int64_t N) {
   const int64_t Lp = (L + 15) / 16 * 16;
-  const float* u = static_cast<const float*>(in.u);
-  const float* z = static_cast<const float*>(in.z);
-  const float* Ap = static_cast<const float*>(in.A);
-  const float* B = static_cast<const float*>(in.B);
-  const float* C = static_cast<const float*>(in.C);
-  const float* dout = static_cast<const float*>(gr.dout);
-  float* du = static_cast<float*>(gr.du);
-  float* ddelta = static_cast<float*>(gr.ddelta);
-  float* dz = static_cast<float*>(gr.dz);
-  float* dB = static_cast<float*>(gr.dB);
-  float* dC = static_cast<float*>(gr.dC);
+  return 4 * Lp + (2 * L + 1) * N + 16;
+}
 
-  float* dt = work;
-  float* sig = dt + Lp;
-  float* y = sig + Lp;
-  float* ddt = y + Lp;
-  float* a = ddt + Lp;        // (L, N)
-  float* h = a + L * N;       // (L + 1, N), row 0 = 0
+template <int NB, int CH>
+MGM_INLINE void bwd_vec(const ChannelIn* in, ChannelGrad* gr, float* work) {
+  constexpr int64_t N = 16 * NB;
+  const int64_t L = in[0].L;
+  const int64_t Lp = (L + 15) / 16 * 16;
+  const int64_t per_ch = (bwd_vec_work(L, N) + 15) / 16 * 16;
+  const float* B = static_cast<const float*>(in[0].B);
+  const float* C = static_cast<const float*>(in[0].C);
+  float* dB = static_cast<float*>(gr[0].dB);  // the chunk's partial sums, shared
+  float* dC = static_cast<float*>(gr[0].dC);
 
-  compute_dt<float>(in, dt, sig);
-  const float Dv = in.has_D ? static_cast<float>(in.D) : 0.0f;
-  alignas(64) float tile[256] = {}, tile2[256] = {};  // per-step vectors awaiting lane sums
-  v16 A[NB], hr[NB];
-  for (int k = 0; k < NB; ++k) {
-    A[k] = load16(Ap + 16 * k);
-    hr[k] = splat(0.0f);
-    store16(h + 16 * k, hr[k]);
+  const float* u[CH];
+  float *dt[CH], *sig[CH], *y[CH], *ddt[CH], *a[CH], *h[CH];
+  float Dv[CH];
+  alignas(64) float tile[CH][256], tile2[CH][256];  // per-step vectors awaiting lane sums
+  v16 A[CH][NB], hr[CH][NB];
+  for (int ch = 0; ch < CH; ++ch) {
+    u[ch] = static_cast<const float*>(in[ch].u);
+    dt[ch] = work + ch * per_ch;
+    sig[ch] = dt[ch] + Lp;
+    y[ch] = sig[ch] + Lp;
+    ddt[ch] = y[ch] + Lp;
+    a[ch] = ddt[ch] + Lp;      // (L, N)      exp(dt_t A)
+    h[ch] = a[ch] + L * N;     // (L + 1, N)  row 0 = h_{-1} = 0
+    Dv[ch] = in[ch].has_D ? static_cast<float>(in[ch].D) : 0.0f;
+    compute_dt<float>(in[ch], dt[ch], sig[ch]);
+    const float* Ap = static_cast<const float*>(in[ch].A);
+    for (int k = 0; k < NB; ++k) {
+      A[ch][k] = load16(Ap + 16 * k);
+      hr[ch][k] = splat(0.0f);
+      store16(h[ch] + 16 * k, hr[ch][k]);
+    }
   }
+
+  // Forward recompute, keeping exp(dt A) and the states.
   for (int64_t t = 0; t < L; ++t) {
-    const float dtt = dt[t];
-    const float dtu = dtt * u[t];
-    const float* Bt = B + t * N;
-    const float* Ct = C + t * N;
-    float* at = a + t * N;
-    float* hc = h + (t + 1) * N;
-    v16 acc = splat(0.0f);
+    v16 Bv[NB], Cv[NB];
     for (int k = 0; k < NB; ++k) {
-      const v16 ak = fast_exp16(A[k] * dtt);
-      hr[k] = ak * hr[k] + load16(Bt + 16 * k) * dtu;
-      store16(at + 16 * k, ak);
-      store16(hc + 16 * k, hr[k]);
-      acc += hr[k] * load16(Ct + 16 * k);
+      Bv[k] = load16(B + t * N + 16 * k);
+      Cv[k] = load16(C + t * N + 16 * k);
     }
-    store16(tile + 16 * (t & 15), acc);
-    if ((t & 15) == 15 || t == L - 1) flush_tile(tile, y, t & ~int64_t(15), L);
-  }
-#pragma omp simd
-  for (int64_t t = 0; t < L; ++t) y[t] += Dv * u[t];
-
-  if (in.has_z) {
-#pragma omp simd
-    for (int64_t t = 0; t < L; ++t) {
-      const float zt = z[t];
-      const float s = sigmoid(zt);
-      dz[t] = dout[t] * y[t] * s * (1.0f + zt * (1.0f - s));
-      y[t] = dout[t] * zt * s;
+    for (int ch = 0; ch < CH; ++ch) {
+      const float dtt = dt[ch][t];
+      const float dtu = dtt * u[ch][t];
+      float* at = a[ch] + t * N;
+      float* hc = h[ch] + (t + 1) * N;
+      v16 acc = splat(0.0f);
+      for (int k = 0; k < NB; ++k) {
+        const v16 ak = fast_exp16(A[ch][k] * dtt);
+        hr[ch][k] = ak * hr[ch][k] + Bv[k] * dtu;
+        store16(at + 16 * k, ak);
+        store16(hc + 16 * k, hr[ch][k]);
+        acc += hr[ch][k] * Cv[k];
+      }
+      store16(tile[ch] + 16 * (t & 15), acc);
     }
-  } else {
-    for (int64_t t = 0; t < L; ++t) y[t] = dout[t];
+    if ((t & 15) == 15 || t == L - 1) {
+      for (int ch = 0; ch < CH; ++ch) flush_tile(tile[ch], y[ch], t & ~int64_t(15), L);
+    }
   }
-  const float* dy = y;
 
-  v16 g[NB], dA_acc[NB];
-  for (int k = 0; k < NB; ++k) {
-    g[k] = splat(0.0f);
-    dA_acc[k] = splat(0.0f);
+  // Gate (out = y * silu(z)), then y becomes dL/dy in place.
+  for (int ch = 0; ch < CH; ++ch) {
+    const float* dout = static_cast<const float*>(gr[ch].dout);
+    const float* uc = u[ch];
+    float* yc = y[ch];
+    if (in[ch].has_z) {
+      const float* z = static_cast<const float*>(in[ch].z);
+      float* dz = static_cast<float*>(gr[ch].dz);
+      const float D = Dv[ch];
+#pragma omp simd
+      for (int64_t t = 0; t < L; ++t) {
+        const float zt = z[t];
+        const float s = sigmoid(zt);
+        const float yt = yc[t] + D * uc[t];
+        dz[t] = dout[t] * yt * s * (1.0f + zt * (1.0f - s));
+        yc[t] = dout[t] * zt * s;
+      }
+    } else {
+      for (int64_t t = 0; t < L; ++t) yc[t] = dout[t];
+    }
   }
-  float dD = 0.0f;
+
+  v16 g[CH][NB], dA_acc[CH][NB];
+  float dD[CH];
+  for (int ch = 0; ch < CH; ++ch) {
+    dD[ch] = 0.0f;
+    for (int k = 0; k < NB; ++k) {
+      g[ch][k] = splat(0.0f);
+      dA_acc[ch][k] = splat(0.0f);
+    }
+  }
   for (int64_t t = L - 1; t >= 0; --t) {
-    const float dyt = dy[t];
-    const float dtt = dt[t];
-    const float ut = u[t];
-    const float dtu = dtt * ut;
-    const float* Bt = B + t * N;
-    const float* Ct = C + t * N;
-    const float* at = a + t * N;
-    const float* hp = h + t * N;
-    const float* hc = h + (t + 1) * N;
-    float* dBt = dB + t * N;
-    float* dCt = dC + t * N;
-    v16 s_gB = splat(0.0f), s_gA = splat(0.0f);
+    float dyt[CH], dtt[CH], dtu[CH];
+    for (int ch = 0; ch < CH; ++ch) {
+      dyt[ch] = y[ch][t];
+      dtt[ch] = dt[ch][t];
+      dtu[ch] = dtt[ch] * u[ch][t];
+      dD[ch] += dyt[ch] * u[ch][t];
+    }
+    v16 s_gB[CH], s_gA[CH];
+    for (int ch = 0; ch < CH; ++ch) s_gB[ch] = s_gA[ch] = splat(0.0f);
     for (int k = 0; k < NB; ++k) {
-      const v16 ak = load16(at + 16 * k);
-      const v16 gn = g[k] + load16(Ct + 16 * k) * dyt;         // dL/dh_t
-      store16(dCt + 16 * k, load16(dCt + 16 * k) + load16(hc + 16 * k) * dyt);
-      store16(dBt + 16 * k, load16(dBt + 16 * k) + gn * dtu);
-      s_gB += gn * load16(Bt + 16 * k);
-      const v16 xn = gn * ak * load16(hp + 16 * k);             // dL/d(dt_t A)
-      s_gA += xn * A[k];
-      dA_acc[k] += xn * dtt;
-      g[k] = gn * ak;
+      const v16 Bv = load16(B + t * N + 16 * k);
+      const v16 Cv = load16(C + t * N + 16 * k);
+      v16 accB = splat(0.0f), accC = splat(0.0f);
+      for (int ch = 0; ch < CH; ++ch) {
+        const v16 ak = load16(a[ch] + t * N + 16 * k);
+        const v16 gn = g[ch][k] + Cv * dyt[ch];                     // dL/dh_t
+        accC += load16(h[ch] + (t + 1) * N + 16 * k) * dyt[ch];
+        accB += gn * dtu[ch];
+        s_gB[ch] += gn * Bv;
+        const v16 xn = gn * ak * load16(h[ch] + t * N + 16 * k);    // dL/d(dt_t A)
+        s_gA[ch] += xn * A[ch][k];
+        dA_acc[ch][k] += xn * dtt[ch];
+        g[ch][k] = gn * ak;
+      }
+      store16(dC + t * N + 16 * k, load16(dC + t * N + 16 * k) + accC);
+      store16(dB + t * N + 16 * k, load16(dB + t * N + 16 * k) + accB);
     }
     // Lane sums later, 16 steps at a time: sum(g B) into du, sum(x A) into ddt.
-    store16(tile + 16 * (t & 15), s_gB);
-    store16(tile2 + 16 * (t & 15), s_gA);
-    if ((t & 15) == 0) {
-      flush_tile(tile, du, t, L);
-      flush_tile(tile2, ddt, t, L);
+    for (int ch = 0; ch < CH; ++ch) {
+      store16(tile[ch] + 16 * (t & 15), s_gB[ch]);
+      store16(tile2[ch] + 16 * (t & 15), s_gA[ch]);
     }
-    dD += dyt * ut;
+    if ((t & 15) == 0) {
+      for (int ch = 0; ch < CH; ++ch) {
+        flush_tile(tile[ch], static_cast<float*>(gr[ch].du), t, L);
+        flush_tile(tile2[ch], ddt[ch], t, L);
+      }
+    }
   }
-  float dbias = 0.0f;
+  for (int ch = 0; ch < CH; ++ch) {
+    float* du = static_cast<float*>(gr[ch].du);
+    float* ddelta = static_cast<float*>(gr[ch].ddelta);
+    const float* uc = u[ch];
+    const float* dy = y[ch];
+    const float* dtc = dt[ch];
+    const float* sg = sig[ch];
+    const float* dd_t = ddt[ch];
+    const float D = Dv[ch];
+    float dbias = 0.0f;
 #pragma omp simd reduction(+ : dbias)
-  for (int64_t t = 0; t < L; ++t) {
-    const float sgB = du[t];
-    du[t] = dy[t] * Dv + dt[t] * sgB;
-    const float dd = (ddt[t] + u[t] * sgB) * sig[t];
-    ddelta[t] = dd;
-    dbias += dd;
+    for (int64_t t = 0; t < L; ++t) {
+      const float sgB = du[t];
+      du[t] = dy[t] * D + dtc[t] * sgB;
+      const float dd = (dd_t[t] + uc[t] * sgB) * sg[t];
+      ddelta[t] = dd;
+      dbias += dd;
+    }
+    float* dA = static_cast<float*>(gr[ch].dA);
+    for (int k = 0; k < NB; ++k) store16(dA + 16 * k, dA_acc[ch][k]);
+    gr[ch].dD = static_cast<double>(dD[ch]);
+    gr[ch].dbias = static_cast<double>(dbias);
   }
-  float* dA = static_cast<float*>(gr.dA);
-  for (int k = 0; k < NB; ++k) store16(dA + 16 * k, dA_acc[k]);
-  gr.dD = static_cast<double>(dD);
-  gr.dbias = static_cast<double>(dbias);
 }
 
-#define MGM_VEC_ENTRY(NB)                                                              \
-  MGM_CLONES void fwd_vec_##NB(const ChannelIn& in, float* out, float* work) {          \
-    fwd_channel_vec<NB>(in, out, work);                                                \
-  }                                                                                    \
-  MGM_CLONES void bwd_vec_##NB(const ChannelIn& in, ChannelGrad& gr, float* work) {     \
-    bwd_channel_vec<NB>(in, gr, work);                                                 \
+// Channels advanced together by the vector kernels.
+constexpr int kPair = 2;
+
+#define MGM_VEC_ENTRY(NB)                                                                 \
+  MGM_CLONES void fwd_vec_##NB(const ChannelIn* in, float* const* out, float* work,       \
+                               int ch) {                                                  \
+    if (ch == kPair) return fwd_vec<NB, kPair>(in, out, work);                             \
+    fwd_vec<NB, 1>(in, out, work);                                                        \
+  }                                                                                       \
+  MGM_CLONES void bwd_vec_##NB(const ChannelIn* in, ChannelGrad* gr, float* work, int ch) { \
+    if (ch == kPair) return bwd_vec<NB, kPair>(in, gr, work);                              \
+    bwd_vec<NB, 1>(in, gr, work);                                                         \
   }
 MGM_VEC_ENTRY(1)
 MGM_VEC_ENTRY(2)
@@ -591,6 +659,8 @@ constexpr int64_t kMaxVecBlocks = 4;
 #else
 #define MGM_HAVE_VEC 0
 constexpr int64_t kMaxVecBlocks = 0;
+constexpr int kPair = 1;
+inline int64_t bwd_vec_work(int64_t, int64_t) { return 0; }
 #endif
 
 // Padded state size used by the kernels for a given dtype and N (0 blocks: generic path).
@@ -599,35 +669,37 @@ int64_t vec_blocks(at::ScalarType dtype, int64_t N) {
   return (dtype == at::kFloat && nb >= 1 && nb <= kMaxVecBlocks) ? nb : 0;
 }
 
-void fwd_dispatch(int64_t nb, const ChannelIn& in, float* out, float* work) {
+// Forward of `count` (1 or kPair) consecutive channels of one slice; the generic path
+// does them one by one.
+void fwd_dispatch(int64_t nb, int count, const ChannelIn* in, float* const* out, float* work) {
 #if MGM_HAVE_VEC
   switch (nb) {
-    case 1: return fwd_vec_1(in, out, work);
-    case 2: return fwd_vec_2(in, out, work);
-    case 3: return fwd_vec_3(in, out, work);
-    case 4: return fwd_vec_4(in, out, work);
+    case 1: return fwd_vec_1(in, out, work, count);
+    case 2: return fwd_vec_2(in, out, work, count);
+    case 3: return fwd_vec_3(in, out, work, count);
+    case 4: return fwd_vec_4(in, out, work, count);
     default: break;
   }
 #endif
-  fwd_channel_f32(in, out, work);
+  for (int i = 0; i < count; ++i) fwd_channel_f32(in[i], out[i], work);
 }
-void fwd_dispatch(int64_t, const ChannelIn& in, double* out, double* work) {
-  fwd_channel_f64(in, out, work);
+void fwd_dispatch(int64_t, int count, const ChannelIn* in, double* const* out, double* work) {
+  for (int i = 0; i < count; ++i) fwd_channel_f64(in[i], out[i], work);
 }
-void bwd_dispatch(int64_t nb, const ChannelIn& in, ChannelGrad& gr, float* work) {
+void bwd_dispatch(int64_t nb, int count, const ChannelIn* in, ChannelGrad* gr, float* work) {
 #if MGM_HAVE_VEC
   switch (nb) {
-    case 1: return bwd_vec_1(in, gr, work);
-    case 2: return bwd_vec_2(in, gr, work);
-    case 3: return bwd_vec_3(in, gr, work);
-    case 4: return bwd_vec_4(in, gr, work);
+    case 1: return bwd_vec_1(in, gr, work, count);
+    case 2: return bwd_vec_2(in, gr, work, count);
+    case 3: return bwd_vec_3(in, gr, work, count);
+    case 4: return bwd_vec_4(in, gr, work, count);
     default: break;
   }
 #endif
-  bwd_channel_f32(in, gr, work);
+  for (int i = 0; i < count; ++i) bwd_channel_f32(in[i], gr[i], work);
 }
-void bwd_dispatch(int64_t, const ChannelIn& in, ChannelGrad& gr, double* work) {
-  bwd_channel_f64(in, gr, work);
+void bwd_dispatch(int64_t, int count, const ChannelIn* in, ChannelGrad* gr, double* work) {
+  for (int i = 0; i < count; ++i) bwd_channel_f64(in[i], gr[i], work);
 }
 
 // A work buffer whose start is 64-byte aligned.
@@ -792,12 +864,21 @@ at::Tensor selective_scan_fwd(const at::Tensor& u, const at::Tensor& delta, cons
          channels / (16 * static_cast<int64_t>(at::get_num_threads()))});
     const int64_t ntasks = (channels + per_task - 1) / per_task;
     parallel_tasks(ntasks, [&](int64_t k) {
-      AlignedWork<scalar_t> work(2 * Lp + d.N);
+      AlignedWork<scalar_t> work(kPair * 2 * Lp + d.N);
       const int64_t end = std::min(channels, (k + 1) * per_task);
-      for (int64_t c = k * per_task; c < end; ++c) {
-        const ChannelIn in = channel_in<scalar_t>(d, c, u, delta, st.A, st.B, st.C, Dp, zp, bp,
-                                                  delta_softplus);
-        fwd_dispatch(nb, in, outp + c * d.L, work.ptr);
+      for (int64_t c = k * per_task; c < end;) {
+        // Two consecutive channels of the same slice go together (vector path).
+        ChannelIn in[kPair];
+        scalar_t* out_ptr[kPair];
+        int count = 0;
+        for (; count < kPair && c + count < end; ++count) {
+          in[count] = channel_in<scalar_t>(d, c + count, u, delta, st.A, st.B, st.C, Dp, zp, bp,
+                                           delta_softplus);
+          out_ptr[count] = outp + (c + count) * d.L;
+          if (count > 0 && in[count].B != in[0].B) break;
+        }
+        fwd_dispatch(nb, count, in, out_ptr, work.ptr);
+        c += count;
       }
     });
   });
@@ -834,7 +915,9 @@ std::vector<at::Tensor> selective_scan_bwd(
       const int64_t per_group = d.dim / d.G;
       const int64_t LN = d.L * d.N;
       const int64_t Lp = (d.L + 15) / 16 * 16;
-      const int64_t work_size = 4 * Lp + (2 * d.L + 1) * d.N + 2 * d.N;
+      const int64_t work_size = std::max<int64_t>(
+          4 * Lp + (2 * d.L + 1) * d.N + 2 * d.N,
+          kPair * ((bwd_vec_work(d.L, d.N) + 15) / 16 * 16));
       // Tasks = (batch, group) slices x chunks of their channels, each chunk with its own
       // dB / dC partial sums; about 4 tasks per thread so the dynamic queue can balance
       // them.  The task that finishes a slice last sums its partials in chunk order, so the
@@ -856,20 +939,28 @@ std::vector<at::Tensor> selective_scan_bwd(
         scalar_t* pB = partial.data() + task * 2 * LN;
         scalar_t* pC = pB + LN;
         AlignedWork<scalar_t> work(work_size);
-        for (int64_t c = lo; c < hi; ++c) {
-          const ChannelIn in = channel_in<scalar_t>(d, c, u, delta, st.A, st.B, st.C, Dp, zp, bp,
-                                                    delta_softplus);
-          ChannelGrad gr;
-          gr.dout = dout.data_ptr<scalar_t>() + c * d.L;
-          gr.du = du.data_ptr<scalar_t>() + c * d.L;
-          gr.ddelta = ddelta.data_ptr<scalar_t>() + c * d.L;
-          gr.dz = zp ? dz.data_ptr<scalar_t>() + c * d.L : nullptr;
-          gr.dA = dA_part.data_ptr<scalar_t>() + c * d.N;
-          gr.dB = pB;
-          gr.dC = pC;
-          bwd_dispatch(nb, in, gr, work.ptr);
-          dD_part.data_ptr<scalar_t>()[c] = static_cast<scalar_t>(gr.dD);
-          dbias_part.data_ptr<scalar_t>()[c] = static_cast<scalar_t>(gr.dbias);
+        for (int64_t c = lo; c < hi;) {
+          const int count = static_cast<int>(std::min<int64_t>(kPair, hi - c));  // same slice
+          ChannelIn in[kPair];
+          ChannelGrad gr[kPair];
+          for (int i = 0; i < count; ++i) {
+            const int64_t ci = c + i;
+            in[i] = channel_in<scalar_t>(d, ci, u, delta, st.A, st.B, st.C, Dp, zp, bp,
+                                         delta_softplus);
+            gr[i].dout = dout.data_ptr<scalar_t>() + ci * d.L;
+            gr[i].du = du.data_ptr<scalar_t>() + ci * d.L;
+            gr[i].ddelta = ddelta.data_ptr<scalar_t>() + ci * d.L;
+            gr[i].dz = zp ? dz.data_ptr<scalar_t>() + ci * d.L : nullptr;
+            gr[i].dA = dA_part.data_ptr<scalar_t>() + ci * d.N;
+            gr[i].dB = pB;
+            gr[i].dC = pC;
+          }
+          bwd_dispatch(nb, count, in, gr, work.ptr);
+          for (int i = 0; i < count; ++i) {
+            dD_part.data_ptr<scalar_t>()[c + i] = static_cast<scalar_t>(gr[i].dD);
+            dbias_part.data_ptr<scalar_t>()[c + i] = static_cast<scalar_t>(gr[i].dbias);
+          }
+          c += count;
         }
         if (left[slice].fetch_sub(1) == 1) {  // last chunk of this slice: reduce it
           scalar_t* dBs = dB.data_ptr<scalar_t>() + slice * LN;
