@@ -45,9 +45,20 @@ namespace {
 #endif
 #define MGM_INLINE inline __attribute__((always_inline))
 
+#if defined(__has_builtin)
+#if __has_builtin(__builtin_bit_cast) && __has_builtin(__builtin_shufflevector)
+#define MGM_MODERN_BUILTINS 1
+#endif
+#endif
+
 // Bit casts that the vectorizer understands (memcpy through a local blocks it).
+#ifdef MGM_MODERN_BUILTINS
 MGM_INLINE int32_t as_int(float x) { return __builtin_bit_cast(int32_t, x); }
 MGM_INLINE float as_float(int32_t x) { return __builtin_bit_cast(float, x); }
+#else
+MGM_INLINE int32_t as_int(float x) { int32_t i; std::memcpy(&i, &x, 4); return i; }
+MGM_INLINE float as_float(int32_t i) { float x; std::memcpy(&x, &i, 4); return x; }
+#endif
 // Branch-free min / max / abs (std:: versions may stay out-of-line in the ISA clones).
 MGM_INLINE float fmin_(float a, float b) { return a < b ? a : b; }
 MGM_INLINE float fmax_(float a, float b) { return a > b ? a : b; }
@@ -341,7 +352,7 @@ MGM_CLONES void bwd_channel_f64(const ChannelIn& in, ChannelGrad& gr, double* wo
 // that `omp simd reduction` produces.  N is zero-padded to a multiple of 16 by the caller
 // (padded lanes have A = B = C = 0, so their state stays 0 and adds nothing).
 
-#if defined(__GNUC__)
+#if defined(__GNUC__) && defined(MGM_MODERN_BUILTINS) && !defined(MGM_DISABLE_VEC)  // GCC >= 12, Clang
 #define MGM_HAVE_VEC 1
 typedef float v16 __attribute__((vector_size(64)));
 typedef float v16u __attribute__((vector_size(64), aligned(4), may_alias));
