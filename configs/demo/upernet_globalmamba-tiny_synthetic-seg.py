@@ -88,7 +88,7 @@ test_evaluator = val_evaluator
 # off the SSM parameters, embeddings, norms and biases.
 optim_wrapper = dict(
     type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=1e-3, betas=(0.9, 0.999), weight_decay=0.05),
+    optimizer=dict(type='AdamW', lr=2e-3, betas=(0.9, 0.999), weight_decay=0.05),
     constructor='GlobalMambaLayerDecayOptimizerConstructor',
     paramwise_cfg=dict(num_layers=24, layer_decay_rate=1.0),
     clip_grad=dict(max_norm=1.0, norm_type=2))
