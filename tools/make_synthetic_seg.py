@@ -65,8 +65,10 @@ def _shape_mask(kind, size, cx, cy, r, angle):
     return inside
 
 
-def render_scene(rng, size=128, min_objects=1, max_objects=4, min_radius=16, max_radius=30):
+def render_scene(rng, size=128, min_objects=1, max_objects=4, min_radius=0.125, max_radius=0.234375):
     """Draw one scene.
+
+    Radii are fractions of ``size`` (16 to 30 pixels at 128).
 
     Returns:
         image (size, size, 3) uint8 BGR, and a list of ``(shape_index, mask)`` with
@@ -89,12 +91,12 @@ def render_scene(rng, size=128, min_objects=1, max_objects=4, min_radius=16, max
             break
         kind_idx = int(rng.integers(len(SHAPES)))
         kind = SHAPES[kind_idx]
-        r = rng.uniform(min_radius, max_radius)
+        r = rng.uniform(min_radius, max_radius) * size
         margin = 1.3 * r if kind == 'triangle' else r
         cx, cy = rng.uniform(margin, size - margin, 2)
         mask = _shape_mask(kind, size, cx, cy, r, rng.uniform(0, 2 * np.pi))
         grown = cv2.dilate(mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
-        if mask.sum() < 50 or (grown & occupied).any():
+        if mask.sum() < 0.003 * size * size or (grown & occupied).any():
             continue
         occupied |= mask
         tex = _texture(kind, size, rng)[..., None]
