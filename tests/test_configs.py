@@ -32,3 +32,43 @@ def test_config_builds_and_runs(config):
         cfg.model.train_cfg.rcnn.sampler.num = 32
         cfg.model.train_cfg.rpn_proposal.max_per_img = 100
     print(check_config(cfg, shape=(64, 64), loss=True))
+
+
+@pytest.mark.parametrize('config,convert_args', [
+    ('configs/upernet_globalmamba_ade20k.py', []),
+    ('configs/upernet_vim-tiny_ade20k.py', ['--serialization', 'raster', '--bimamba']),
+])
+def test_pretrained_init_from_converted_classifier(config, convert_args, tmp_path):
+    """The configs' pretrained path: a classifier in the released format (weights under
+    'model', an argparse.Namespace in 'args', a head) goes through
+    tools/convert_checkpoint.py and initializes the config's backbone exactly."""
+    import argparse
+
+    import torch
+    from check_config import build_model
+    from convert_checkpoint import main as convert
+    from mmglobalmamba.registry import MODELS
+
+    cfg = Config.fromfile(osp.join(ROOT, config))
+    bb_cfg = cfg.model.backbone.to_dict()
+    torch.manual_seed(1)
+    classifier = MODELS.build(dict(
+        type='GlobalMamba', arch=bb_cfg['arch'], img_size=224,
+        serialization=bb_cfg['serialization'], bimamba=bb_cfg['bimamba']))
+    weights = {k: v for k, v in classifier.state_dict().items()
+               if not k.startswith(('out_norms', 'pyramid'))}
+    weights['head.weight'] = torch.randn(1000, classifier.embed_dims)
+    weights['head.bias'] = torch.zeros(1000)
+    src, dst = tmp_path / 'released.pth', tmp_path / 'pretrain' / 'backbone.pth'
+    torch.save(dict(model=weights, optimizer={}, epoch=299,
+                    args=argparse.Namespace(model='globalmamba')), src)
+    report = convert([str(src), str(dst), '--arch', bb_cfg['arch'], *convert_args])
+    assert sorted(report['dropped']) == ['head.bias', 'head.weight']
+    assert not report['unexpected']
+
+    cfg.model.backbone.init_cfg = dict(type='Pretrained', checkpoint=str(dst))
+    model = build_model(cfg)
+    model.backbone.init_weights()
+    for key, value in weights.items():
+        if not key.startswith('head.'):
+            assert torch.equal(model.backbone.state_dict()[key], value), key
