@@ -88,7 +88,7 @@ import json
 import os
 seg = json.load(open(os.environ['SEG_METRICS']))
 det = json.load(open(os.environ['DET_METRICS']))
-print('\nsegmentation (UperNet + GlobalMamba-tiny, 4 classes; all-background scores ~22):')
+print('\nsegmentation (UperNet + GlobalMamba-tiny, 4 classes; all-background scores ~20):')
 print(f"  mIoU {seg['mIoU']:.2f}   aAcc {seg['aAcc']:.2f}   mAcc {seg['mAcc']:.2f}")
 print('instance segmentation (Mask R-CNN + GlobalMamba-tiny, 3 classes; chance ~0):')
 print(f"  bbox AP {100 * det['coco/bbox_mAP']:.1f}   AP50 {100 * det['coco/bbox_mAP_50']:.1f}   "

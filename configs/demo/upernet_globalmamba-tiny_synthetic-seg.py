@@ -2,7 +2,7 @@
 # the synthetic shapes of tools/make_synthetic_seg.py (ADE20K layout, 128x128, 4 classes:
 # background, circle, square, triangle), then evaluates mIoU on the held-out split.
 # Hardware: 1 CPU process x 8 images; a few minutes on 2 cores (tools/run_demo.sh prints the
-#   measured time). Chance level: predicting "background" everywhere gives about 22% mIoU.
+#   measured time). Chance level: predicting "background" everywhere gives about 20% mIoU.
 # This is a pipeline demo, not a benchmark: no reference number exists for it.
 _base_ = [
     'mmseg::_base_/models/upernet_r50.py',
