@@ -2,11 +2,11 @@
 # 1x schedule (12 epochs), single scale 1333x800.
 # Hardware: 8 GPUs x 2 images (total batch 16); roughly 1 day on 8 V100/A100 with the mamba-ssm
 #   kernels (estimate, not measured). An 800x1344 image is a 5563-token sequence.
-# Reference (from papers, NOT measured by us): there is no published Mask R-CNN 1x number for
-#   Vim or GlobalMamba that we know of. The closest: Vim-Ti with a ViTDet-style Cascade Mask
-#   R-CNN reaches 45.7 box AP / 39.2 mask AP (Vim paper, Zhu et al. 2024, Table 3; a stronger
-#   detector and longer schedule). The GlobalMamba paper (arXiv 2410.10316) reports COCO results
-#   for its own setting; we have not reproduced them.
+# Reference (from papers, NOT measured by us): the GlobalMamba paper (arXiv 2410.10316) states
+#   COCO detection results; we could not verify its setting or numbers here. For Vim, the
+#   closest published number: Vim-Ti with a ViTDet-style Cascade Mask R-CNN reaches 45.7 box AP
+#   / 39.2 mask AP (Vim paper, Zhu et al. 2024, Table 3; a stronger detector and a longer
+#   schedule than this config). We have not reproduced either.
 # Pretrained weights:
 #   python tools/convert_checkpoint.py CLASSIFIER.pth pretrain/globalmamba_tiny.pth --arch tiny
 _base_ = [

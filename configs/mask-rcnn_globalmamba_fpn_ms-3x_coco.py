@@ -2,9 +2,10 @@
 # multi-scale training (shorter side 480-800, longer side <= 1333), single-scale test 1333x800.
 # Hardware: 8 GPUs x 2 images (total batch 16); roughly 3 days on 8 V100/A100 with the mamba-ssm
 #   kernels (estimate, not measured).
-# Reference (from papers, NOT measured by us): no published Mask R-CNN 3x number for Vim or
-#   GlobalMamba that we know of; the schedule follows mmdet's Swin-T Mask R-CNN 3x recipe
-#   (AdamW, milestones 27/33). See the GlobalMamba paper (arXiv 2410.10316) for its COCO setting.
+# Reference (from papers, NOT measured by us): we know of no published Mask R-CNN 3x number for
+#   Vim or GlobalMamba (the GlobalMamba paper, arXiv 2410.10316, states COCO results for its own
+#   setting, which we could not verify here). The schedule follows mmdet's Swin-T Mask R-CNN 3x
+#   recipe (AdamW, milestones 27/33). Nothing here was trained by us.
 _base_ = './mask-rcnn_globalmamba_fpn_1x_coco.py'
 
 train_pipeline = [

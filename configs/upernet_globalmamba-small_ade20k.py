@@ -3,7 +3,8 @@
 #   mamba-ssm kernels (estimate, not measured).
 # Reference (from papers, NOT measured by us): Vim-S + UperNet reaches 44.9 mIoU (single
 #   scale) on ADE20K val (Vim paper, Zhu et al. 2024, Table 2). The GlobalMamba paper
-#   (arXiv 2410.10316) reports its own ADE20K numbers; we have not reproduced them.
+#   (arXiv 2410.10316) states ADE20K results; we could not verify its numbers here and have
+#   not reproduced them.
 # Pretrained weights:
 #   python tools/convert_checkpoint.py CLASSIFIER.pth pretrain/globalmamba_small.pth --arch small
 _base_ = './upernet_globalmamba_ade20k.py'

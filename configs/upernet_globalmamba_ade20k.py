@@ -3,8 +3,8 @@
 #   mamba-ssm kernels (estimate, not measured).
 # Reference (from papers, NOT measured by us): Vim-Ti + UperNet reaches 41.0 mIoU (single
 #   scale) on ADE20K val (Vim paper, Zhu et al. 2024, Table 2; 60k iters x batch 32).
-#   The GlobalMamba paper (arXiv 2410.10316) also reports ADE20K UperNet results for
-#   GlobalMamba; look the number up there, we have not reproduced it.
+#   The GlobalMamba paper (arXiv 2410.10316) states ADE20K segmentation results for
+#   GlobalMamba; we could not verify its numbers here and have not reproduced them.
 # Pretrained weights: convert the ImageNet classifier first,
 #   python tools/convert_checkpoint.py CLASSIFIER.pth pretrain/globalmamba_tiny.pth --arch tiny
 # Train: tools/dist_train.sh configs/upernet_globalmamba_ade20k.py 8
