@@ -33,7 +33,9 @@ def _history_buffer_method(owner, name):
     """Stands in for ``getattr`` in checkpoints: a pickled ``HistoryBuffer`` stores its
     statistics methods (``HistoryBuffer.min`` ...) as ``getattr(HistoryBuffer, 'min')``.
     Only that lookup is allowed; a general ``getattr`` would reach far more."""
-    if owner is HistoryBuffer and name in HistoryBuffer._statistics_methods:
+    # the four built-in statistics exist before any HistoryBuffer has registered them
+    allowed = {'min', 'max', 'current', 'mean', *HistoryBuffer._statistics_methods}
+    if owner is HistoryBuffer and name in allowed:
         return getattr(HistoryBuffer, name)
     raise pickle.UnpicklingError(
         f'checkpoint asks for getattr({owner!r}, {name!r}); only HistoryBuffer statistics '

@@ -105,3 +105,17 @@ def test_only_history_buffer_statistics_may_be_looked_up(tmp_path):
     torch.save({'meta': _GetattrProbe()}, path)
     with pytest.raises(UnsafeCheckpointError, match='only HistoryBuffer statistics'):
         safe_torch_load(str(path))
+
+
+def test_mmengine_checkpoint_loads_in_a_fresh_process(tmp_path):
+    """A new process (tools/test.py, resume) has built no HistoryBuffer yet when it loads."""
+    import subprocess
+    import sys
+    _runner(tmp_path, 2).train()
+    code = ('import torch, mmglobalmamba; '
+            f"s = torch.load({str(tmp_path / 'iter_2.pth')!r}, weights_only=True); "
+            "print(sorted(s))")
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert 'message_hub' in out.stdout
