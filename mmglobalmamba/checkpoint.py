@@ -10,15 +10,12 @@ Accepted files (all loaded with ``weights_only=True``; nothing in them is execut
 
 The backbone's ``init_weights`` and ``tools/convert_checkpoint.py`` share this code.
 """
-import argparse
 from collections import OrderedDict
 
 import torch
 from mmengine.logging import MMLogger, print_log
 
 from mmglobalmamba.compat import safe_torch_load
-
-torch.serialization.add_safe_globals([argparse.Namespace])
 
 DROPPED_PREFIXES = ('head.', 'head_dist.')
 

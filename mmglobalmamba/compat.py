@@ -6,6 +6,7 @@
   and make a refused file raise an error that says what happened.
 * SyncBN runs only on CUDA. :func:`syncbn_to_bn` rewrites a config for CPU runs.
 """
+import argparse
 import copy
 import os.path as osp
 import pickle
@@ -44,6 +45,7 @@ def _history_buffer_method(owner, name):
 
 SAFE_GLOBALS = [
     HistoryBuffer, *_numpy_safe_globals(),
+    argparse.Namespace,  # 'args' of the released classifier checkpoints (a plain record)
     (_history_buffer_method, '__builtin__.getattr'),  # pickle protocol 2 (torch.save)
     (_history_buffer_method, 'builtins.getattr'),
 ]
