@@ -22,7 +22,8 @@ from mmengine.model.weight_init import trunc_normal_
 
 from mmglobalmamba.registry import MODELS
 from ..layers import (FrequencySerializer, MambaBlock, RasterSerializer, RMSNorm,
-                      resize_band_pos_embed, split_tokens)
+                      insert_middle_cls, resize_band_pos_embed, split_middle_cls,
+                      split_tokens)
 
 
 class PatchEmbed(nn.Module):
@@ -258,9 +259,8 @@ class GlobalMamba(BaseModule):
         """Image -> token sequence with cls at N // 2 and positions: (B, N + 1, D)."""
         self._check_input(x)
         tokens, grids = self.serializer(x, self.patch_embed)  # (B, N, D)
-        B, N, _ = tokens.shape
-        cls = self.cls_token.expand(B, -1, -1).to(tokens.dtype)
-        tokens = torch.cat([tokens[:, :N // 2], cls, tokens[:, N // 2:]], dim=1)
+        cls = self.cls_token.expand(tokens.shape[0], -1, -1).to(tokens.dtype)
+        tokens = insert_middle_cls(tokens, cls)
         return self.pos_drop(tokens + self.band_pos_embed(grids)), grids
 
     def forward_tokens(self, x):
@@ -272,9 +272,7 @@ class GlobalMamba(BaseModule):
 
     def restore(self, tokens, grids):
         """Normalized stream (B, N + 1, D) -> band maps [(B, D, h_b, w_b)], low to high."""
-        N = tokens.shape[1] - 1
-        tokens = torch.cat([tokens[:, :N // 2], tokens[:, N // 2 + 1:]], dim=1)
-        return split_tokens(tokens, grids)
+        return split_tokens(split_middle_cls(tokens)[0], grids)
 
     def forward(self, x):
         h, grids = self.embed(x)  # (B, N + 1, D)

@@ -8,6 +8,18 @@ import torch
 import torch.nn.functional as F
 
 
+def insert_middle_cls(tokens, cls):
+    """(B, N, D) band tokens + (B, 1, D) cls -> (B, N + 1, D) with cls at index N // 2."""
+    n = tokens.shape[1] // 2
+    return torch.cat([tokens[:, :n], cls, tokens[:, n:]], dim=1)
+
+
+def split_middle_cls(seq):
+    """Inverse of :func:`insert_middle_cls`: (B, N + 1, D) -> (band tokens, cls)."""
+    c = (seq.shape[1] - 1) // 2
+    return torch.cat([seq[:, :c], seq[:, c + 1:]], dim=1), seq[:, c:c + 1]
+
+
 def resize_band_pos_embed(pos_embed, src_grids, dst_grids, mode='bicubic'):
     """Resize pos_embed (1, N0 + 1, D) from ``src_grids`` to ``dst_grids`` -> (1, N + 1, D).
 
@@ -24,9 +36,7 @@ def resize_band_pos_embed(pos_embed, src_grids, dst_grids, mode='bicubic'):
     if src_grids == dst_grids:
         return pos_embed
     dim = pos_embed.shape[2]
-    c = n_src // 2
-    cls_pos = pos_embed[:, c:c + 1]
-    band_pos = torch.cat([pos_embed[:, :c], pos_embed[:, c + 1:]], dim=1)  # (1, N0, D)
+    band_pos, cls_pos = split_middle_cls(pos_embed)  # (1, N0, D), (1, 1, D)
     parts = []
     for part, (h0, w0), (h, w) in zip(
             band_pos.split([h * w for h, w in src_grids], dim=1), src_grids, dst_grids):
@@ -35,6 +45,4 @@ def resize_band_pos_embed(pos_embed, src_grids, dst_grids, mode='bicubic'):
             grid = F.interpolate(grid.float(), size=(h, w), mode=mode, align_corners=False)
             part = grid.to(pos_embed.dtype).flatten(2).transpose(1, 2)  # (1, h * w, D)
         parts.append(part)
-    band_pos = torch.cat(parts, dim=1)  # (1, N, D)
-    n = band_pos.shape[1] // 2
-    return torch.cat([band_pos[:, :n], cls_pos, band_pos[:, n:]], dim=1)
+    return insert_middle_cls(torch.cat(parts, dim=1), cls_pos)  # (1, N + 1, D)
