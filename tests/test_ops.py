@@ -2,6 +2,7 @@
 references written here (float64, independent of the package code), forward and gradients."""
 import itertools
 import sys
+import types
 import warnings
 
 import pytest
@@ -398,6 +399,37 @@ def test_cuda_mamba_inner_at_mixer_like_size():
     out = ops.mamba_inner(**kw, backend='cuda')
     ref = loop_mamba_inner(**{k: v.cpu() for k, v in kw.items()})  # fp64, no TF32
     assert_rel_close(out, ref, 1e-3)
+
+
+def test_cuda_route_adds_out_proj_bias_itself(monkeypatch):
+    """mamba_ssm's fused backward returns a scalar as the out_proj bias gradient, so the
+    'cuda' route must call it with out_proj_bias=None and add the bias itself. Checked on
+    CPU with a stand-in for mamba_inner_fn that refuses a bias, as the real one fails."""
+    mamba_inner_module = sys.modules['mmglobalmamba.ops.mamba_inner']
+    calls = []
+
+    def fake_mamba_inner_fn(xz, conv1d_weight, conv1d_bias, x_proj_weight,
+                            delta_proj_weight, out_proj_weight, out_proj_bias, A, **kw):
+        assert out_proj_bias is None, 'mamba_ssm cannot take a gradient for out_proj_bias'
+        assert conv1d_weight.dim() == 3                       # (d_inner, 1, width)
+        calls.append(kw)
+        return ops.mamba_inner(xz, conv1d_weight.squeeze(1), conv1d_bias, x_proj_weight,
+                               delta_proj_weight, out_proj_weight, None, A,
+                               backend='torch', **kw)
+
+    fake = types.SimpleNamespace(mamba_inner_fn=fake_mamba_inner_fn)
+    monkeypatch.setattr(mamba_inner_module, 'mamba_ssm_interface', lambda: fake)
+    real_resolve = mamba_inner_module.resolve_backend
+    monkeypatch.setattr(mamba_inner_module, 'resolve_backend',
+                        lambda name, *a: 'cuda' if name == 'cuda' else real_resolve(name, *a))
+    kw = make_mamba_inner_inputs()
+    names = list(kw)
+    out, grads = _grads(lambda **a: ops.mamba_inner(**a, backend='cuda'), kw, names)
+    ref, ref_grads = _grads(loop_mamba_inner, kw, names)
+    assert len(calls) == 1 and calls[0]['delta_softplus'] is True
+    assert_rel_close(out, ref, 1e-4, 'out')
+    for name in names:
+        assert_rel_close(grads[name], ref_grads[name], 1e-4, 'd' + name)
 
 
 # ---------------------------------------------------------------------------------------

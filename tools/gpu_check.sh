@@ -6,7 +6,11 @@
 # 1. picks a python whose torch sees CUDA ($PYTHON, .venv/bin/python, python3, python);
 # 2. makes causal-conv1d and mamba-ssm importable: kept if already installed, else installed
 #    from a wheel or built from the sdist found in SDIST_DIR (argument, else $SDIST_DIR,
-#    else ./shared/sdists) with pip --no-build-isolation --no-deps --no-index;
+#    else ./shared/sdists) with pip --no-build-isolation --no-deps --no-index. Both builds
+#    and the CPU kernel build run side by side. Their setup.py files hard-code nine -gencode
+#    targets (sm_75 ... sm_121); when TORCH_CUDA_ARCH_LIST is set (default 9.0) those lines
+#    are dropped from the unpacked sources so only the listed targets are compiled
+#    (GPU_CHECK_ALL_ARCHS=1 keeps them all: a ~9x longer build);
 # 3. builds our CPU kernel in place (so the CPU cases of the tests run too);
 # 4. runs tests/test_ops.py, CUDA cases included;
 # 5. prints CUDA-vs-PyTorch agreement and speed-ups for the scan and the tiny backbone.
@@ -16,7 +20,8 @@ set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
 SDIST_DIR="${1:-${SDIST_DIR:-./shared/sdists}}"
 LOG_DIR="${LOG_DIR:-/tmp/gpu_check_logs}"
-mkdir -p "$LOG_DIR"
+BUILD_ROOT="${BUILD_ROOT:-/tmp/gpu_check_src}"
+mkdir -p "$LOG_DIR" "$BUILD_ROOT"
 export MAX_JOBS="${MAX_JOBS:-16}"
 export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}"
 export MAMBA_FORCE_BUILD=TRUE CAUSAL_CONV1D_FORCE_BUILD=TRUE
@@ -49,7 +54,8 @@ command -v nvcc >/dev/null 2>&1 && nvcc --version | tail -1 \
     || echo "note: nvcc not on PATH (CUDA_HOME=${CUDA_HOME:-unset}); source builds need it"
 echo "sdists from: $SDIST_DIR $( [ -d "$SDIST_DIR" ] && echo '(found)' || echo '(missing)')"
 
-importable() { "$PY" -c "import $1" >/dev/null 2>&1; }
+# torch first: the compiled CUDA modules link against libtorch, which `import torch` loads.
+importable() { "$PY" -c "import torch, $1" >/dev/null 2>&1; }
 
 # Small pure-python helpers the builds / imports use, from local files only.
 for mod in ninja packaging einops wheel; do
@@ -59,6 +65,31 @@ for mod in ninja packaging einops wheel; do
     fi
     importable "$mod" || echo "note: python module '$mod' is missing"
 done
+
+# unpack_sdist ARCHIVE: unpack into $BUILD_ROOT, print the source folder. Unless
+# GPU_CHECK_ALL_ARCHS=1, replace the hard-coded `cc_flag.append("-gencode")` /
+# `cc_flag.append("arch=compute_XX,code=sm_XX")` calls of its setup.py by `pass`, so that
+# torch's cpp_extension compiles for TORCH_CUDA_ARCH_LIST alone.
+unpack_sdist() {
+    local archive="$1" name
+    case "$archive" in
+        *.zip) "$PY" -m zipfile -e "$archive" "$BUILD_ROOT" ;;
+        *) tar -xzf "$archive" -C "$BUILD_ROOT" ;;
+    esac || return 1
+    name="$(basename "$archive")"; name="${name%.tar.gz}"; name="${name%.zip}"
+    [ -f "$BUILD_ROOT/$name/setup.py" ] || return 1
+    if [ "${GPU_CHECK_ALL_ARCHS:-0}" != 1 ] && [ -n "${TORCH_CUDA_ARCH_LIST:-}" ]; then
+        "$PY" - "$BUILD_ROOT/$name/setup.py" <<'EOF' >&2
+import re, sys
+path = sys.argv[1]
+src = open(path).read()
+new, n = re.subn(r'cc_flag\.append\("(?:-gencode|arch=compute_\w+,code=sm_\w+)"\)', 'pass', src)
+open(path, 'w').write(new)
+print(f'{path}: {n // 2} hard-coded -gencode targets dropped (TORCH_CUDA_ARCH_LIST decides)')
+EOF
+    fi
+    echo "$BUILD_ROOT/$name"
+}
 
 # ensure_pkg DIST_PREFIX CUDA_MODULE: install / build one CUDA package unless importable.
 ensure_pkg() {
@@ -88,11 +119,13 @@ ensure_pkg() {
     done
     for f in "${sdists[@]}"; do
         found=1
+        local src
+        src="$(unpack_sdist "$f")" || { echo "$dist: could not unpack $f"; continue; }
         echo "$dist: building $f (MAX_JOBS=$MAX_JOBS, TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST;"\
              "log $LOG_DIR/$dist.build.log)"
         local t0=$SECONDS
         if "$PY" -m pip install -v --no-index --no-build-isolation --no-deps \
-            --force-reinstall "$f" >"$LOG_DIR/$dist.build.log" 2>&1 && importable "$module"; then
+            --force-reinstall "$src" >"$LOG_DIR/$dist.build.log" 2>&1 && importable "$module"; then
             echo "$dist: built in $((SECONDS - t0)) s"
             return 0
         fi
@@ -103,17 +136,25 @@ ensure_pkg() {
     return 1
 }
 
-say "CUDA kernels"
+say "CUDA kernels and the CPU kernel (built side by side)"
 status=0
-ensure_pkg causal_conv1d causal_conv1d_cuda || status=1
-ensure_pkg mamba_ssm selective_scan_cuda || status=1
-
-say "CPU kernel (in place)"
-if "$PY" setup.py build_ext --inplace >"$LOG_DIR/cpu_kernel.build.log" 2>&1; then
-    echo "built mmglobalmamba._C"
+t_build=$SECONDS
+ensure_pkg causal_conv1d causal_conv1d_cuda >"$LOG_DIR/causal_conv1d.summary" 2>&1 &
+pid_conv=$!
+ensure_pkg mamba_ssm selective_scan_cuda >"$LOG_DIR/mamba_ssm.summary" 2>&1 &
+pid_scan=$!
+"$PY" setup.py build_ext --inplace >"$LOG_DIR/cpu_kernel.build.log" 2>&1
+cpu_rc=$?
+wait "$pid_conv" || status=1
+cat "$LOG_DIR/causal_conv1d.summary"
+wait "$pid_scan" || status=1
+cat "$LOG_DIR/mamba_ssm.summary"
+if [ "$cpu_rc" = 0 ]; then
+    echo "built mmglobalmamba._C in place"
 else
     echo "CPU kernel build failed (log $LOG_DIR/cpu_kernel.build.log); CPU cases will skip"
 fi
+echo "builds done in $((SECONDS - t_build)) s"
 
 say "tests/test_ops.py"
 if importable pytest; then

@@ -38,9 +38,13 @@ def mamba_inner(xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight
     name = resolve_backend(backend, xz.device, 'mamba_inner')
     if name == 'cuda':
         w = conv1d_weight if conv1d_weight.dim() == 3 else conv1d_weight.unsqueeze(1)
-        return mamba_ssm_interface().mamba_inner_fn(
+        # The bias is added here, not passed on: mamba_ssm (2.3.2 and earlier) sums the
+        # already flattened (d_model, batch * L) gradient over both dims and returns a
+        # scalar as its gradient, which autograd rejects.
+        out = mamba_ssm_interface().mamba_inner_fn(
             xz, w, conv1d_bias, x_proj_weight, delta_proj_weight, out_proj_weight,
-            out_proj_bias, A, D=D, delta_bias=delta_bias, delta_softplus=delta_softplus)
+            None, A, D=D, delta_bias=delta_bias, delta_softplus=delta_softplus)
+        return out if out_proj_bias is None else out + out_proj_bias
 
     x, z = xz.chunk(2, dim=1)                                           # (batch, d_inner, L)
     x = causal_conv1d(x, conv1d_weight, conv1d_bias, 'silu', backend=name)
