@@ -54,8 +54,9 @@ def cpu_kernel_extension():
         return {}, []
     flags = ['-O3', '-fopenmp', '-std=c++17']
     flags += os.environ.get('MMGLOBALMAMBA_CPU_FLAGS', '').split()
+    headers = sorted(glob.glob(os.path.join('mmglobalmamba', 'ops', 'csrc', '*.h')))
     ext = CppExtension(
-        'mmglobalmamba._C', sources,
+        'mmglobalmamba._C', sources, depends=headers,
         extra_compile_args=flags, extra_link_args=['-fopenmp'])
     return {'build_ext': TolerantBuildExtension.with_options(use_ninja=False)}, [ext]
 

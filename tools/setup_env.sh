@@ -26,7 +26,7 @@ PIP=("$PY" -m pip "${PIP_QUIET[@]}")
 
 # 2. the fast path: nothing changed since the last successful run
 fingerprint() {
-    cat setup.py requirements/*.txt tools/setup_env.sh mmglobalmamba/ops/csrc/*.cpp 2>/dev/null \
+    cat setup.py requirements/*.txt tools/setup_env.sh mmglobalmamba/ops/csrc/*.cpp mmglobalmamba/ops/csrc/*.h 2>/dev/null \
         | sha256sum | cut -d' ' -f1
 }
 STAMP="$VENV/.mmglobalmamba_setup_stamp"

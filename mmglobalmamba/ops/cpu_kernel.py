@@ -11,7 +11,7 @@ from torch.autograd.function import once_differentiable
 from .dispatch import cpu_kernel
 from .reference import compute_dtype
 
-__all__ = ['selective_scan_cpu']
+__all__ = ['selective_scan_cpu', 'selective_scan_cpu_backward']
 
 
 def _prepare(u, delta, A, B, C, D, z, delta_bias):
@@ -44,19 +44,26 @@ class SelectiveScanCPUFn(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, dout):
-        u, delta, A, B, C, D, z, delta_bias = ctx.saved_tensors
-        args = _prepare(u, delta, A, B, C, D, z, delta_bias)
-        dout = dout.to(args[0].dtype).contiguous()
-        du, ddelta, dA, dB, dC, dD, dz, dbias = cpu_kernel().selective_scan_bwd(
-            *args, dout, ctx.delta_softplus)
+        grads = selective_scan_cpu_backward(*ctx.saved_tensors, dout, ctx.delta_softplus)
+        return (*grads, None)
 
-        def back_bc(grad, M):  # (batch, G, L, N) -> M's shape and dtype
-            return grad.transpose(-1, -2).reshape(M.shape).to(M.dtype)
 
-        return (du.to(u.dtype), ddelta.to(delta.dtype), dA.to(A.dtype), back_bc(dB, B),
-                back_bc(dC, C), None if D is None else dD.to(D.dtype),
-                None if z is None else dz.to(z.dtype),
-                None if delta_bias is None else dbias.to(delta_bias.dtype), None)
+def selective_scan_cpu_backward(u, delta, A, B, C, D, z, delta_bias, dout, delta_softplus):
+    """Gradients of the scan for (u, delta, A, B, C, D, z, delta_bias) from the kernel's
+    backward, each in its input's shape and dtype (None for an absent input). Inputs in
+    the (batch, dim, L) conventions; any strides (they are copied to the kernel layout)."""
+    args = _prepare(u, delta, A, B, C, D, z, delta_bias)
+    dout = dout.to(args[0].dtype).contiguous()
+    du, ddelta, dA, dB, dC, dD, dz, dbias = cpu_kernel().selective_scan_bwd(
+        *args, dout, bool(delta_softplus))
+
+    def back_bc(grad, M):  # (batch, G, L, N) -> M's shape and dtype
+        return grad.transpose(-1, -2).reshape(M.shape).to(M.dtype)
+
+    return (du.to(u.dtype), ddelta.to(delta.dtype), dA.to(A.dtype), back_bc(dB, B),
+            back_bc(dC, C), None if D is None else dD.to(D.dtype),
+            None if z is None else dz.to(z.dtype),
+            None if delta_bias is None else dbias.to(delta_bias.dtype))
 
 
 def selective_scan_cpu(u, delta, A, B, C, D=None, z=None, delta_bias=None,

@@ -60,6 +60,11 @@ _local = threading.local()
 # Lazy, cached imports of the optional kernels
 
 
+# What the Python side calls in mmglobalmamba._C; a build without one of them is stale.
+_CPU_KERNEL_FUNCTIONS = ('selective_scan_fwd', 'selective_scan_bwd', 'selective_scan_fwd_cl',
+                         'causal_conv1d_fwd_cl')
+
+
 def cpu_kernel():
     """The compiled module ``mmglobalmamba._C`` or None when it is not built."""
     if _cache['cpu'] is _UNSET:
@@ -67,9 +72,10 @@ def cpu_kernel():
             if _cache['cpu'] is _UNSET:
                 try:
                     module = importlib.import_module('mmglobalmamba._C')
-                    if not hasattr(module, 'selective_scan_fwd'):
-                        raise ImportError('mmglobalmamba._C has no selective_scan_fwd '
-                                          '(stale build?)')
+                    missing = [f for f in _CPU_KERNEL_FUNCTIONS if not hasattr(module, f)]
+                    if missing:
+                        raise ImportError(f'mmglobalmamba._C has no {", ".join(missing)} '
+                                          f'(built from older sources?)')
                     _cache['cpu'] = module
                 except ImportError as err:  # not built, or built against another torch
                     _cache['cpu'] = None

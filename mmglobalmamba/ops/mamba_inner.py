@@ -2,6 +2,7 @@
 import torch.nn.functional as F
 
 from .causal_conv1d import causal_conv1d
+from .channels_last import mamba_inner_channels_last
 from .dispatch import mamba_ssm_interface, resolve_backend
 from .selective_scan import selective_scan
 
@@ -21,8 +22,9 @@ def mamba_inner(xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight
             passed as ``delta_bias``).
         out_proj_weight: (d_model, d_inner); out_proj_bias: (d_model,) or None.
         A: (d_inner, d_state); D, delta_bias: (d_inner,).
-        backend: 'cuda' calls mamba_ssm's fused ``mamba_inner_fn``; otherwise the pieces
-            are composed, the scan and conv running on the chosen backend.
+        backend: 'cuda' calls mamba_ssm's fused ``mamba_inner_fn``; 'cpu' runs the
+            channels-last kernels on the rows of ``xz.transpose(1, 2)`` (no transposed
+            copies when xz is a transposed in_proj output); 'torch' composes the pieces.
     Returns (batch, L, d_model).
     """
     batch, two_d, L = xz.shape
@@ -45,6 +47,12 @@ def mamba_inner(xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight
             xz, w, conv1d_bias, x_proj_weight, delta_proj_weight, out_proj_weight,
             None, A, D=D, delta_bias=delta_bias, delta_softplus=delta_softplus)
         return out if out_proj_bias is None else out + out_proj_bias
+
+    if name == 'cpu':
+        return mamba_inner_channels_last(
+            xz.transpose(1, 2), conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight,
+            out_proj_weight, out_proj_bias, A, D=D, delta_bias=delta_bias,
+            delta_softplus=delta_softplus)
 
     x, z = xz.chunk(2, dim=1)                                           # (batch, d_inner, L)
     x = causal_conv1d(x, conv1d_weight, conv1d_bias, 'silu', backend=name)

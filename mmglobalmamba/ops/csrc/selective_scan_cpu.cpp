@@ -34,103 +34,14 @@
 #include <memory>
 #include <vector>
 
+#include "channels_last_cpu.h"
+#include "cpu_math.h"
+#include "cpu_parallel.h"
+
 namespace {
 
-// Hot loops are compiled for AVX-512, AVX2 and the baseline ISA; the dynamic loader
-// picks the best one at run time (setup.py compiles without -march=native).
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define MGM_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define MGM_CLONES
-#endif
-#define MGM_INLINE inline __attribute__((always_inline))
+using namespace mgm;
 
-#if defined(__has_builtin)
-#if __has_builtin(__builtin_bit_cast) && __has_builtin(__builtin_shufflevector)
-#define MGM_MODERN_BUILTINS 1
-#endif
-#endif
-
-// Bit casts that the vectorizer understands (memcpy through a local blocks it).
-#ifdef MGM_MODERN_BUILTINS
-MGM_INLINE int32_t as_int(float x) { return __builtin_bit_cast(int32_t, x); }
-MGM_INLINE float as_float(int32_t x) { return __builtin_bit_cast(float, x); }
-#else
-MGM_INLINE int32_t as_int(float x) { int32_t i; std::memcpy(&i, &x, 4); return i; }
-MGM_INLINE float as_float(int32_t i) { float x; std::memcpy(&x, &i, 4); return x; }
-#endif
-// Branch-free min / max / abs (std:: versions may stay out-of-line in the ISA clones).
-MGM_INLINE float fmin_(float a, float b) { return a < b ? a : b; }
-MGM_INLINE float fmax_(float a, float b) { return a > b ? a : b; }
-MGM_INLINE float fabs_(float a) { return a < 0.0f ? -a : a; }
-
-// ---------------------------------------------------------------------------------------
-// Elementwise math.  The float versions are branch-free so that loops over them vectorize;
-// the double versions use libm (they only serve gradcheck-sized problems).
-
-// exp(x) for float: x = k ln2 + r with |r| <= ln2 / 2, exp(r) by a degree-6 polynomial
-// (Cephes coefficients, ~1 ulp), 2^k assembled in the exponent bits.
-MGM_INLINE float fast_exp(float x) {
-  const float xin = x;
-  x = fmin_(fmax_(x, -87.0f), 88.0f);
-  const float shifter = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
-  float kf = x * 1.44269504088896341f + shifter;
-  const int32_t ki = as_int(kf) - 0x4B400000;  // the integer k sits in the low mantissa bits
-  kf -= shifter;
-  float r = x - kf * 0.693359375f;
-  r = r + kf * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  const float res = p * as_float((ki + 127) << 23);
-  return xin < -87.0f ? 0.0f : res;  // underflow to zero like expf
-}
-MGM_INLINE double fast_exp(double x) { return std::exp(x); }
-
-// log(1 + e) for e in [0, 1], float: log(m 2^k) with m in [sqrt(1/2), sqrt(2)) by the Cephes
-// logf polynomial, then corrected by e / ((1 + e) - 1) so that tiny e keeps full precision.
-MGM_INLINE float log1p_unit(float e) {
-  const float y = 1.0f + e;  // in [1, 2]
-  const int32_t bits = as_int(y);
-  // Split y = m * 2^k with m in [sqrt(1/2), sqrt(2)): here k is 0 or 1.
-  const bool big = y > 1.41421356f;
-  const int32_t mbits = big ? bits - (1 << 23) : bits;
-  const float m = as_float(mbits);
-  const float k = big ? 1.0f : 0.0f;
-  const float x = m - 1.0f;
-  const float z = x * x;
-  float p = 7.0376836292e-2f;
-  p = p * x - 1.1514610310e-1f;
-  p = p * x + 1.1676998740e-1f;
-  p = p * x - 1.2420140846e-1f;
-  p = p * x + 1.4249322787e-1f;
-  p = p * x - 1.6668057665e-1f;
-  p = p * x + 2.0000714765e-1f;
-  p = p * x - 2.4999993993e-1f;
-  p = p * x + 3.3333331174e-1f;
-  float l = x * z * p;
-  l += k * -2.12194440e-4f;
-  l -= 0.5f * z;
-  l = x + l;
-  l += k * 0.693359375f;
-  // Goldberg's correction: log1p(e) = log(y) * e / (y - 1), exact when y - 1 == e.
-  const float ym1 = y - 1.0f;
-  return ym1 == 0.0f ? e : l * (e / ym1);
-}
-
-MGM_INLINE float softplus(float x) {
-  // Same threshold as torch.nn.functional.softplus (beta 1, threshold 20).
-  const float v = fmax_(x, 0.0f) + log1p_unit(fast_exp(-fabs_(x)));
-  return x > 20.0f ? x : v;
-}
-MGM_INLINE double softplus(double x) { return x > 20.0 ? x : std::log1p(std::exp(x)); }
-
-MGM_INLINE float sigmoid(float x) { return 1.0f / (1.0f + fast_exp(-x)); }
-MGM_INLINE double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 
 // ---------------------------------------------------------------------------------------
 // Per-channel work.  Pointers are already offset to the channel (u, delta, z, out, ...) or
@@ -352,15 +263,7 @@ MGM_CLONES void bwd_channel_f64(const ChannelIn& in, ChannelGrad& gr, double* wo
 // that `omp simd reduction` produces.  N is zero-padded to a multiple of 16 by the caller
 // (padded lanes have A = B = C = 0, so their state stays 0 and adds nothing).
 
-#if defined(__GNUC__) && defined(MGM_MODERN_BUILTINS) && !defined(MGM_DISABLE_VEC)  // GCC >= 12, Clang
-#define MGM_HAVE_VEC 1
-typedef float v16 __attribute__((vector_size(64)));
-typedef float v16u __attribute__((vector_size(64), aligned(4), may_alias));
-typedef int32_t v16i __attribute__((vector_size(64)));
-
-MGM_INLINE v16 splat(float s) { return v16{} + s; }
-MGM_INLINE v16 load16(const float* p) { return *reinterpret_cast<const v16u*>(p); }
-MGM_INLINE void store16(float* p, v16 v) { *reinterpret_cast<v16u*>(p) = v; }
+#if MGM_HAVE_VEC  // cpu_math.h: GCC >= 12, Clang
 
 // Sums of 16 vectors at once: lane j of the result = sum of the lanes of tile[j].  A
 // transpose-and-add tree (4 levels of pairwise shuffles) that costs about 2 shuffles per
@@ -398,26 +301,6 @@ MGM_INLINE void flush_tile(const float* tile, float* dst, int64_t t0, int64_t L)
   }
 }
 
-// Same algorithm as fast_exp(float), on 16 lanes.
-MGM_INLINE v16 fast_exp16(v16 x) {
-  const v16 lo = splat(-87.0f), hi = splat(88.0f);
-  v16 xc = x < lo ? lo : x;
-  xc = xc > hi ? hi : xc;
-  v16 kf = xc * 1.44269504088896341f + 12582912.0f;
-  const v16i ki = reinterpret_cast<v16i>(kf) - 0x4B400000;
-  kf = kf - 12582912.0f;
-  v16 r = xc - kf * 0.693359375f;
-  r = r + kf * 2.12194440e-4f;
-  v16 p = splat(1.9875691500e-4f);
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  const v16 res = p * reinterpret_cast<v16>((ki + 127) << 23);
-  return x < lo ? splat(0.0f) : res;
-}
 
 // The vector kernels advance CH channels of one (batch, group) slice together: the B_t /
 // C_t loads are shared, the CH recurrences interleave (more independent work per step),
@@ -668,7 +551,6 @@ MGM_VEC_ENTRY(4)
 #undef MGM_VEC_ENTRY
 constexpr int64_t kMaxVecBlocks = 4;
 #else
-#define MGM_HAVE_VEC 0
 constexpr int64_t kMaxVecBlocks = 0;
 constexpr int kPair = 1;
 inline int64_t bwd_vec_work(int64_t, int64_t) { return 0; }
@@ -807,29 +689,6 @@ const T* opt_ptr(const c10::optional<at::Tensor>& t) {
 }
 
 // ---------------------------------------------------------------------------------------
-
-// Channel-steps x states below which a parallel region is not worth starting.
-constexpr int64_t kMinParallelWork = 1 << 15;
-
-// Runs fn(k) for k in [0, ntasks) on the intra-op threads, each thread taking the next task
-// from a shared counter: a thread slowed down by other processes (data loader workers, a
-// busy machine) then takes fewer tasks instead of holding everyone at the barrier.
-// Results never depend on which thread ran a task.
-template <typename F>
-void parallel_tasks(int64_t ntasks, const F& fn) {
-  if (ntasks <= 0) return;
-  const int64_t nthreads = std::min<int64_t>(at::get_num_threads(), ntasks);
-  if (nthreads <= 1 || at::in_parallel_region()) {
-    for (int64_t k = 0; k < ntasks; ++k) fn(k);
-    return;
-  }
-  std::atomic<int64_t> next{0};
-  at::parallel_for(0, nthreads, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      for (int64_t k = next.fetch_add(1); k < ntasks; k = next.fetch_add(1)) fn(k);
-    }
-  });
-}
 
 // A (dim, N) and B / C (batch, G, L, N) with the state dimension zero-padded to 16 * nb
 // for the vector path (nb = 0: unchanged).
@@ -998,7 +857,8 @@ std::vector<at::Tensor> selective_scan_bwd(
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "mmglobalmamba CPU kernels: fused selective scan forward and backward";
+  m.doc() = "mmglobalmamba CPU kernels: selective scan forward and backward, channels-last "
+            "mixer forward";
   m.def("selective_scan_fwd", &selective_scan_fwd,
         "Selective scan forward. u, delta, z: (batch, dim, L); A: (dim, N); "
         "B, C: (batch, G, L, N); D, delta_bias: (dim,). Returns out (batch, dim, L).",
@@ -1011,4 +871,16 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("u"), py::arg("delta"), py::arg("A"), py::arg("B"), py::arg("C"),
         py::arg("D"), py::arg("z"), py::arg("delta_bias"), py::arg("dout"),
         py::arg("delta_softplus"));
+  m.def("selective_scan_fwd_cl", &selective_scan_fwd_cl,
+        "Selective scan forward, channels last. u, delta, z: (batch, L, dim); B, C: "
+        "(batch, L, N), stride 1 along the last dimension; A: (dim, N); D, delta_bias: "
+        "(dim,). Returns out (batch, L, dim).",
+        py::arg("u"), py::arg("delta"), py::arg("A"), py::arg("B"), py::arg("C"),
+        py::arg("D") = py::none(), py::arg("z") = py::none(),
+        py::arg("delta_bias") = py::none(), py::arg("delta_softplus") = false);
+  m.def("causal_conv1d_fwd_cl", &causal_conv1d_fwd_cl,
+        "Depthwise causal conv1d (+ SiLU), channels last: x (batch, L, dim), weight "
+        "(dim, width), bias (dim,) or None. Returns (batch, L, dim).",
+        py::arg("x"), py::arg("weight"), py::arg("bias") = py::none(),
+        py::arg("silu") = false);
 }

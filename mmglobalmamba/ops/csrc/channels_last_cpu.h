@@ -1,0 +1,19 @@
+// Channels-last (batch, L, dim) forward kernels of the Mamba mixer; see channels_last_cpu.cpp.
+#pragma once
+
+#include <torch/extension.h>
+
+// Selective scan forward on (batch, L, dim) rows: u, delta, z (batch, L, dim), B, C
+// (batch, L, N), each with stride 1 along its last dimension; A (dim, N); D, delta_bias
+// (dim,).  Returns out (batch, L, dim), contiguous.
+at::Tensor selective_scan_fwd_cl(const at::Tensor& u, const at::Tensor& delta,
+                                 const at::Tensor& A, const at::Tensor& B, const at::Tensor& C,
+                                 const c10::optional<at::Tensor>& D,
+                                 const c10::optional<at::Tensor>& z,
+                                 const c10::optional<at::Tensor>& delta_bias,
+                                 bool delta_softplus);
+
+// Depthwise causal conv1d (+ SiLU when silu) on x (batch, L, dim) with weight (dim, width)
+// and bias (dim,) or None.  Returns (batch, L, dim), contiguous.
+at::Tensor causal_conv1d_fwd_cl(const at::Tensor& x, const at::Tensor& weight,
+                                const c10::optional<at::Tensor>& bias, bool silu);
