@@ -30,6 +30,7 @@ def _import_ops():
 
 
 ops = _import_ops()
+cl_ops = sys.modules['mmglobalmamba.ops.channels_last']
 dispatch = sys.modules['mmglobalmamba.ops.dispatch']
 
 HAS_CUDA = torch.cuda.is_available()
@@ -283,6 +284,169 @@ def test_selective_scan_rejects_bad_shapes():
     kw['B'] = kw['B'][:, :2]
     with pytest.raises(ValueError, match='B must be'):
         ops.selective_scan(**kw, backend='torch')
+
+
+# ---------------------------------------------------------------------------------------
+# Channels-last CPU kernels (the 'cpu' route of mamba_inner)
+
+needs_cpu_kernel = pytest.mark.skipif('cpu' not in ops.available_backends(),
+                                      reason='CPU kernel mmglobalmamba._C not built')
+ROW_INPUTS = ('u', 'delta', 'z', 'B', 'C')
+
+
+def _row_leaf(t, pad=3):
+    """A leaf (batch, L, k + pad) holding t (batch, k, L) transposed at columns 1..k, and
+    the (batch, L, k) view of those columns: rows with stride 1 and row stride k + pad, the
+    layout of slices of a projection output."""
+    b, k, L = t.shape
+    wide = torch.zeros(b, L, k + pad, dtype=t.dtype)
+    wide[..., 1:k + 1] = t.transpose(1, 2)
+    wide.requires_grad_()
+    return wide, wide[..., 1:k + 1]
+
+
+def _channels_last_scan_grads(kw):
+    """Output (batch, dim, L) and input gradients of selective_scan_channels_last on
+    strided row views, in the (batch, dim, L) conventions of the loop reference."""
+    args, wides = {}, {}
+    for k, v in kw.items():
+        if k in ROW_INPUTS and v is not None:
+            wides[k], args[k] = _row_leaf(v)
+        elif torch.is_tensor(v):
+            args[k] = wides[k] = v.detach().clone().requires_grad_()
+        else:
+            args[k] = v
+    out = cl_ops.selective_scan_channels_last(**args)               # (batch, L, dim)
+    assert out.is_contiguous()
+    out = out.transpose(1, 2)
+    w = torch.randn(out.shape, generator=torch.Generator().manual_seed(123),
+                    dtype=torch.float64)
+    (out.double() * w).sum().backward()
+    grads = {}
+    for k, leaf in wides.items():
+        if k in ROW_INPUTS:
+            grads[k] = leaf.grad[..., 1:kw[k].shape[1] + 1].transpose(1, 2)
+            assert leaf.grad[..., 0].abs().max() == 0 and leaf.grad[..., -1].abs().max() == 0
+        else:
+            grads[k] = leaf.grad
+    return out, grads
+
+
+# dim 16 / 32: full 16-channel vector blocks; 3, 17, 40: a scalar tail block; N = 16 is
+# the compile-time state size, the others the runtime one.
+CL_SHAPES = [(1, 3, 1, 2), (2, 16, 7, 16), (2, 40, 33, 16), (3, 32, 16, 5), (1, 17, 20, 64)]
+
+
+@needs_cpu_kernel
+@pytest.mark.parametrize('shape', CL_SHAPES, ids=lambda s: 'b{}d{}L{}N{}'.format(*s))
+@pytest.mark.parametrize('flags', FLAGS,
+                         ids=lambda f: 'D{:d}z{:d}bias{:d}sp{:d}'.format(*f))
+def test_channels_last_scan_matches_loop(shape, flags):
+    has_D, has_z, has_bias, softplus = flags
+    batch, dim, L, N = shape
+    kw = make_scan_inputs(batch, dim, L, N, has_D=has_D, has_z=has_z, has_bias=has_bias,
+                          softplus=softplus, seed=sum(shape))
+    out, grads = _channels_last_scan_grads(kw)
+    ref, ref_grads = _grads(loop_selective_scan, kw, SCAN_INPUTS)
+    assert_rel_close(out, ref, 1e-4, 'out')
+    assert set(grads) == set(ref_grads)
+    for name in ref_grads:
+        assert_rel_close(grads[name], ref_grads[name], 1e-4, 'd' + name)
+
+
+@needs_cpu_kernel
+def test_channels_last_scan_gradcheck_float64():
+    kw = make_scan_inputs(2, 3, 5, 3, dtype=torch.float64, seed=11)
+    names = ('u', 'delta', 'A', 'B', 'C', 'D', 'z', 'delta_bias')
+    leaves = [(kw[k].transpose(1, 2) if k in ROW_INPUTS else kw[k]).detach().clone()
+              .requires_grad_() for k in names]
+
+    def fn(*xs):
+        return cl_ops.selective_scan_channels_last(*xs, delta_softplus=True)
+
+    assert fn(*leaves).dtype == torch.float64
+    assert torch.autograd.gradcheck(fn, leaves, eps=1e-6, atol=1e-6, rtol=1e-5)
+
+
+@needs_cpu_kernel
+def test_channels_last_scan_half_inputs():
+    kw = make_scan_inputs(2, 20, 9, 16, seed=4)
+    rows = {k: (v.transpose(1, 2).half() if k in ROW_INPUTS else v) for k, v in kw.items()}
+    out = cl_ops.selective_scan_channels_last(**rows)
+    assert out.dtype == torch.float16
+    ref = loop_selective_scan(**{k: (v.transpose(1, 2) if k in ROW_INPUTS else v)
+                                 for k, v in rows.items()})
+    assert_rel_close(out.transpose(1, 2).float(), ref, 2e-2, 'out')
+
+
+@needs_cpu_kernel
+@pytest.mark.parametrize('dim', [8, 40])
+@pytest.mark.parametrize('width', [1, 2, 4, 5])
+@pytest.mark.parametrize('silu', [False, True])
+@pytest.mark.parametrize('has_bias', [False, True])
+@pytest.mark.parametrize('L', [1, 3, 70])
+def test_channels_last_conv_matches_loop(dim, width, silu, has_bias, L):
+    g = torch.Generator().manual_seed(dim * 100 + width * 10 + L)
+    x = torch.randn(2, dim, L, generator=g)
+    w = torch.randn(dim, width, generator=g).requires_grad_()
+    b = torch.randn(dim, generator=g).requires_grad_() if has_bias else None
+    wide, rows = _row_leaf(x)
+    out = cl_ops.causal_conv1d_channels_last(rows, w, b, silu=silu)   # (2, L, dim)
+    act = 'silu' if silu else None
+    leaves = [t.detach().double().requires_grad_() for t in (x, w) + ((b,) if has_bias else ())]
+    ref = loop_causal_conv1d(leaves[0], leaves[1], leaves[2] if has_bias else None, act)
+    assert_rel_close(out.transpose(1, 2), ref, 1e-5, 'out')
+    gw = torch.randn(ref.shape, generator=g, dtype=torch.float64)
+    (ref * gw).sum().backward()
+    (out.transpose(1, 2).double() * gw).sum().backward()
+    assert_rel_close(wide.grad[..., 1:dim + 1].transpose(1, 2), leaves[0].grad, 1e-5, 'dx')
+    assert_rel_close(w.grad, leaves[1].grad, 1e-5, 'dw')
+    if has_bias:
+        assert_rel_close(b.grad, leaves[2].grad, 1e-5, 'db')
+
+
+class _KernelSpy:
+    """Stands in for mmglobalmamba._C and records the tensors each function receives."""
+
+    def __init__(self, module):
+        self._module, self.calls = module, []
+
+    def __getattr__(self, name):
+        fn = getattr(self._module, name)
+
+        def record(*args, **kwargs):
+            self.calls.append((name, args))
+            return fn(*args, **kwargs)
+
+        return record
+
+
+@needs_cpu_kernel
+def test_cpu_mixer_reads_projection_rows_without_copies(fresh_dispatch):
+    """The point of the channels-last route: with xz the transposed in_proj output, the
+    conv reads x and the scan reads z where in_proj wrote them, and B, C where x_proj wrote
+    them; the result matches the loop reference (forward and all gradients)."""
+    spy = _KernelSpy(dispatch.cpu_kernel())
+    fresh_dispatch.setitem(dispatch._cache, 'cpu', spy)
+    kw = make_mamba_inner_inputs(batch=2, d_model=12, d_inner=24, L=37, d_state=16,
+                                 dt_rank=3)
+    rows = kw['xz'].transpose(1, 2).contiguous()         # (batch, L, 2 * d_inner) as in_proj
+    kw['xz'] = rows.transpose(1, 2)
+    names = list(kw)
+    out, grads = _grads(lambda **a: ops.mamba_inner(**a, backend='cpu'), kw, names)
+    by_name = {name: args for name, args in spy.calls}
+    assert set(by_name) == {'causal_conv1d_fwd_cl', 'selective_scan_fwd_cl', 'selective_scan_bwd'}
+    # _grads clones xz; a clone of the transposed view keeps its (rows) strides.
+    conv_x = by_name['causal_conv1d_fwd_cl'][0]
+    u, _, _, B, C, _, z = by_name['selective_scan_fwd_cl'][:7]
+    assert conv_x.stride() == (37 * 48, 48, 1) and z.stride() == (37 * 48, 48, 1)
+    assert z.data_ptr() == conv_x.data_ptr() + 24 * z.element_size()
+    assert B.stride() == (37 * 35, 35, 1) and C.data_ptr() == B.data_ptr() + 16 * 4
+    assert u.is_contiguous()                              # the conv output
+    ref, ref_grads = _grads(loop_mamba_inner, kw, names)
+    assert_rel_close(out, ref, 1e-4, 'out')
+    for name in names:
+        assert_rel_close(grads[name], ref_grads[name], 1e-4, 'd' + name)
 
 
 # ---------------------------------------------------------------------------------------

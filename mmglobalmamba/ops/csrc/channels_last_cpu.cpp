@@ -38,6 +38,8 @@ struct ScanCL {
   const T *u, *delta, *z, *B, *C;
   int64_t su_b, su_l, sd_b, sd_l, sz_b, sz_l, sB_b, sB_l, sC_b, sC_l;
   const T* AT;           // (N, dim): A transposed, so a block's A[:, n] is contiguous
+  const T* AT2;          // float: AT * log2(e) for the vector path's exp2 (else null)
+  bool nonpositive;      // dt * A <= 0 everywhere (softplus dt >= 0 and A <= 0)
   const T *D, *bias;     // (dim,) or null
   T* out;                // (batch, L, dim) contiguous
   bool softplus;
@@ -104,7 +106,8 @@ MGM_CLONES void scan_block_scalar_f64(const ScanCL<double>& a, int64_t b, int64_
 #if MGM_HAVE_VEC
 // Vector path: one full block of 16 channels, the state as NS vectors (NS = N when it is a
 // compile-time constant, so the state can live in registers; NS = 0: runtime N).
-template <int NS>
+// exp(dt A) is computed as 2^(dt * A log2(e)) with A pre-scaled (AT2).
+template <int NS, bool kNonPositive>
 MGM_INLINE void scan_block_vec(const ScanCL<float>& a, int64_t b, int64_t c0) {
   const int64_t N = NS > 0 ? NS : a.N;
   const int64_t dim = a.dim;
@@ -126,7 +129,8 @@ MGM_INLINE void scan_block_vec(const ScanCL<float>& a, int64_t b, int64_t c0) {
     const v16 dtu = dt * uv;
     v16 acc = splat(0.0f);
     for (int64_t n = 0; n < N; ++n) {
-      h[n] = fast_exp16(dt * load16(a.AT + n * dim + c0)) * h[n] + dtu * Bt[n];
+      h[n] = fast_exp2_16<kNonPositive>(dt * load16(a.AT2 + n * dim + c0)) * h[n] +
+             dtu * Bt[n];
       acc += h[n] * Ct[n];
     }
     v16 y = acc + Dv * uv;
@@ -141,8 +145,12 @@ MGM_INLINE void scan_block_vec(const ScanCL<float>& a, int64_t b, int64_t c0) {
 }
 
 MGM_CLONES void scan_block_vec_f32(const ScanCL<float>& a, int64_t b, int64_t c0) {
-  if (a.N == 16) return scan_block_vec<16>(a, b, c0);
-  scan_block_vec<0>(a, b, c0);
+  if (a.nonpositive) {
+    if (a.N == 16) return scan_block_vec<16, true>(a, b, c0);
+    return scan_block_vec<0, true>(a, b, c0);
+  }
+  if (a.N == 16) return scan_block_vec<16, false>(a, b, c0);
+  scan_block_vec<0, false>(a, b, c0);
 }
 #endif
 
@@ -207,7 +215,9 @@ at::Tensor selective_scan_fwd_cl(const at::Tensor& u, const at::Tensor& delta,
   at::Tensor out = at::empty({batch, L, dim}, u.options());
   if (out.numel() == 0) return out;
   const at::Tensor AT = A.t().contiguous();  // (N, dim)
+  const at::Tensor AT2 = dtype == at::kFloat ? (AT * M_LOG2E).contiguous() : at::Tensor();
   const bool has_z = z && z->defined();
+  const bool nonpositive = delta_softplus && A.max().item<double>() <= 0.0;
   AT_DISPATCH_FLOATING_TYPES(dtype, "selective_scan_fwd_cl", [&] {
     ScanCL<scalar_t> a;
     a.L = L;
@@ -224,6 +234,8 @@ at::Tensor selective_scan_fwd_cl(const at::Tensor& u, const at::Tensor& delta,
     a.sB_b = B.stride(0), a.sB_l = B.stride(1);
     a.sC_b = C.stride(0), a.sC_l = C.stride(1);
     a.AT = AT.data_ptr<scalar_t>();
+    a.AT2 = AT2.defined() ? AT2.data_ptr<scalar_t>() : nullptr;
+    a.nonpositive = nonpositive;
     a.D = static_cast<const scalar_t*>(opt_data(D));
     a.bias = static_cast<const scalar_t*>(opt_data(delta_bias));
     a.out = out.data_ptr<scalar_t>();
@@ -260,35 +272,71 @@ struct ConvCL {
   bool silu;
 };
 
-// Rows [t0, t1) of batch b.
+// Rows [t0, t1) of batch b, channels [c_lo, dim).
 template <typename T>
-MGM_INLINE void conv_rows(const ConvCL<T>& a, int64_t b, int64_t t0, int64_t t1) {
+MGM_INLINE void conv_rows(const ConvCL<T>& a, int64_t b, int64_t t0, int64_t t1,
+                          int64_t c_lo) {
   const int64_t dim = a.dim, W = a.W;
   for (int64_t t = t0; t < t1; ++t) {
     T* o = a.out + (b * a.L + t) * dim;
-    if (a.bias) {
-      std::copy(a.bias, a.bias + dim, o);
-    } else {
-      std::fill(o, o + dim, T(0));
-    }
+    for (int64_t c = c_lo; c < dim; ++c) o[c] = a.bias ? a.bias[c] : T(0);
     for (int64_t k = std::max<int64_t>(0, W - 1 - t); k < W; ++k) {
       const T* xs = a.x + b * a.sx_b + (t - W + 1 + k) * a.sx_l;
       const T* wk = a.WT + k * dim;
 #pragma omp simd
-      for (int64_t c = 0; c < dim; ++c) o[c] += wk[c] * xs[c];
+      for (int64_t c = c_lo; c < dim; ++c) o[c] += wk[c] * xs[c];
     }
     if (a.silu) {
 #pragma omp simd
-      for (int64_t c = 0; c < dim; ++c) o[c] = o[c] * sigmoid(o[c]);
+      for (int64_t c = c_lo; c < dim; ++c) o[c] = o[c] * sigmoid(o[c]);
     }
   }
 }
 
+#if MGM_HAVE_VEC
+constexpr int64_t kMaxVecWidth = 8;
+
+// One block of 16 channels, rows [t0, t1): the last W inputs stay in registers, so each
+// input row is read once.
+MGM_INLINE void conv_block_vec(const ConvCL<float>& a, int64_t b, int64_t c0, int64_t t0,
+                               int64_t t1) {
+  const int64_t W = a.W, dim = a.dim;
+  v16 w[kMaxVecWidth], win[kMaxVecWidth];  // win[k] multiplies x[t - W + 1 + k]
+  for (int64_t k = 0; k < W; ++k) w[k] = load16(a.WT + k * dim + c0);
+  const float* xb = a.x + b * a.sx_b + c0;
+  for (int64_t k = 1; k < W; ++k) {  // the window of row t0 - 1
+    const int64_t s = t0 - W + k;
+    win[k] = s >= 0 ? load16(xb + s * a.sx_l) : splat(0.0f);
+  }
+  const v16 bias = a.bias ? load16(a.bias + c0) : splat(0.0f);
+  alignas(64) float lane[kLanes];
+  for (int64_t t = t0; t < t1; ++t) {
+    for (int64_t k = 0; k + 1 < W; ++k) win[k] = win[k + 1];
+    win[W - 1] = load16(xb + t * a.sx_l);
+    v16 acc = bias;
+    for (int64_t k = 0; k < W; ++k) acc += w[k] * win[k];
+    if (a.silu) {
+      store16(lane, acc);
+#pragma omp simd
+      for (int c = 0; c < kLanes; ++c) lane[c] = lane[c] * sigmoid(lane[c]);
+      acc = load16(lane);
+    }
+    store16(a.out + (b * a.L + t) * dim + c0, acc);
+  }
+}
+#endif
+
 MGM_CLONES void conv_rows_f32(const ConvCL<float>& a, int64_t b, int64_t t0, int64_t t1) {
-  conv_rows<float>(a, b, t0, t1);
+  int64_t c_lo = 0;
+#if MGM_HAVE_VEC
+  if (a.W <= kMaxVecWidth) {
+    for (; c_lo + kLanes <= a.dim; c_lo += kLanes) conv_block_vec(a, b, c_lo, t0, t1);
+  }
+#endif
+  if (c_lo < a.dim) conv_rows<float>(a, b, t0, t1, c_lo);
 }
 MGM_CLONES void conv_rows_f64(const ConvCL<double>& a, int64_t b, int64_t t0, int64_t t1) {
-  conv_rows<double>(a, b, t0, t1);
+  conv_rows<double>(a, b, t0, t1, 0);
 }
 void conv_rows_any(const ConvCL<float>& a, int64_t b, int64_t t0, int64_t t1) {
   conv_rows_f32(a, b, t0, t1);
