@@ -142,9 +142,10 @@ def _composed_backend(device='cpu'):
 @contextlib.contextmanager
 def traceable_scan(backend=None, device='cpu'):
     """Inside: the mixers' selective scan is one ``SCAN_OP`` trace node, and the scan and
-    conv run on ``backend`` (default: the CPU kernel if built, else PyTorch), so that the
-    fused CUDA ``mamba_inner`` (opaque to the trace) is never taken. It swaps a module
-    attribute of ``mmglobalmamba.ops.mamba_inner`` while active: not thread-safe."""
+    conv run on ``backend`` (default: the CPU kernel if built, else PyTorch) through the
+    composed (batch, dim, L) route, so that neither the fused CUDA ``mamba_inner`` nor the
+    channels-last CPU kernels (both opaque to the trace) are taken. It swaps module
+    attributes of ``mmglobalmamba.ops.mamba_inner`` while active: not thread-safe."""
     from mmglobalmamba.ops import scan_backend
     inner = importlib.import_module('mmglobalmamba.ops.mamba_inner')
     op = _get_scan_op()
@@ -154,12 +155,19 @@ def traceable_scan(backend=None, device='cpu'):
                      delta_softplus=False, backend=None):
         return op(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus))
 
+    def composed_mixer(xz_rows, *args, **kwargs):  # instead of the channels-last kernels
+        return inner.mamba_inner_composed(xz_rows.transpose(1, 2), *args, **kwargs,
+                                          backend='cpu')
+
+    original_cl = inner.mamba_inner_channels_last
     inner.selective_scan = counted_scan
+    inner.mamba_inner_channels_last = composed_mixer
     try:
         with scan_backend(backend or _composed_backend(device)):
             yield
     finally:
         inner.selective_scan = original
+        inner.mamba_inner_channels_last = original_cl
 
 
 # ----------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from .channels_last import mamba_inner_channels_last
 from .dispatch import mamba_ssm_interface, resolve_backend
 from .selective_scan import selective_scan
 
-__all__ = ['mamba_inner']
+__all__ = ['mamba_inner', 'mamba_inner_composed']
 
 
 def mamba_inner(xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight,
@@ -54,13 +54,27 @@ def mamba_inner(xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight
             out_proj_weight, out_proj_bias, A, D=D, delta_bias=delta_bias,
             delta_softplus=delta_softplus)
 
+    return mamba_inner_composed(xz, conv1d_weight, conv1d_bias, x_proj_weight,
+                                delta_proj_weight, out_proj_weight, out_proj_bias, A, D,
+                                delta_bias, delta_softplus, backend=name)
+
+
+def mamba_inner_composed(xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight,
+                         out_proj_weight, out_proj_bias, A, D=None, delta_bias=None,
+                         delta_softplus=True, backend=None):
+    """The mixer from its separate ops in the (batch, dim, L) layout: the 'torch' route, and
+    the one FLOP counting traces (``mmglobalmamba.analysis``). Same arguments and result
+    as :func:`mamba_inner`."""
+    batch, _, L = xz.shape
+    d_inner, d_state = A.shape
+    dt_rank = delta_proj_weight.shape[1]
     x, z = xz.chunk(2, dim=1)                                           # (batch, d_inner, L)
-    x = causal_conv1d(x, conv1d_weight, conv1d_bias, 'silu', backend=name)
+    x = causal_conv1d(x, conv1d_weight, conv1d_bias, 'silu', backend=backend)
     x_dbl = F.linear(x.transpose(1, 2).reshape(batch * L, d_inner), x_proj_weight)
     dt, B, C = x_dbl.split([dt_rank, d_state, d_state], dim=-1)         # (batch * L, .)
     delta = F.linear(dt, delta_proj_weight)                             # (batch * L, d_inner)
     delta = delta.view(batch, L, d_inner).transpose(1, 2)               # (batch, d_inner, L)
     B = B.reshape(batch, L, d_state).transpose(1, 2)                    # (batch, d_state, L)
     C = C.reshape(batch, L, d_state).transpose(1, 2)
-    y = selective_scan(x, delta, A, B, C, D, z, delta_bias, delta_softplus, backend=name)
+    y = selective_scan(x, delta, A, B, C, D, z, delta_bias, delta_softplus, backend=backend)
     return F.linear(y.transpose(1, 2), out_proj_weight, out_proj_bias)  # (batch, L, d_model)
