@@ -32,19 +32,18 @@ def _backbone():
 def hand_flops(batch=1):
     C = 3
     f = {}
-    # DCT: dct_2d(x, rows, cols) keeps the largest low-pass block; then one inverse per
-    # band 0..K-2 on its (s_h, s_w) block: m_h^T (H, s_h) @ X @ m_w (s_w, W)
+    # DCT: dct_2d(x, rows, cols) keeps the largest low-pass block; then band b = 0..K-2
+    # is read out from its (s_h, s_w) block straight at its token grid (h, w):
+    # (P h, s_h) @ X @ (s_w, P w)
     blocks = [(H // 2 ** (K - 2 - b), W // 2 ** (K - 2 - b)) for b in range(K - 1)]
     assert blocks == FrequencySerializer(K, P).spectrum_blocks(H, W)
     rows, cols = max(b[0] for b in blocks), max(b[1] for b in blocks)
     dct = batch * C * (rows * H * W + rows * W * cols)
-    for s_h, s_w in blocks:
-        dct += batch * C * (H * s_h * s_w + H * s_w * W)
+    for (s_h, s_w), (h, w) in zip(blocks, GRIDS):
+        dct += batch * C * (P * h * s_h * s_w + P * h * s_w * P * w)
     f['dct'] = dct
-    # one patch-embedding conv over all K band images: (K*B, 3, H, W) -> (K*B, D, H/P, W/P)
-    f['patch_embed'] = K * batch * D * C * P * P * (H // P) * (W // P)
-    # bilinear resize of the bands whose grid is not the patch grid: 4 per output element
-    f['resize'] = sum(4 * batch * D * h * w for h, w in GRIDS if (h, w) != (H // P, W // P))
+    # one patch-embedding conv per band, each on its own token grid (no resize after it)
+    f['patch_embed'] = sum(batch * D * C * P * P * h * w for h, w in GRIDS)
     per_block = (
         batch * L * D * 2 * D_INNER                      # in_proj
         + batch * D_INNER * D_CONV * (L + D_CONV - 1)    # depthwise conv1d (padded output)
@@ -88,7 +87,7 @@ def test_backbone_flops_match_hand_count():
     assert by_op['conv'] == (f['patch_embed'] + DEPTH * D_INNER * D_CONV * (L + D_CONV - 1)
                              + f['deconv'])
     assert by_op['selective_scan'] == DEPTH * D_INNER * L * (5 * D_STATE + 6)
-    assert by_op['upsample_bilinear2d'] == f['resize']
+    assert 'upsample_bilinear2d' not in by_op  # folded into the DCT read-out
     assert res['flops'] == sum(f.values()), (res['flops'], f, by_op)
     assert res['flops_by_module']['pyramid'] == f['deconv'] + f['bn']
     assert res['flops_by_module']['layers'] == f['blocks']

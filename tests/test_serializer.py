@@ -106,6 +106,40 @@ def test_raster_serializer_is_row_major():
     assert torch.equal(tokens[0, 2], feat[0, :, 1, 0])  # row 1, column 0
 
 
+@pytest.mark.parametrize('n_in', [1, 2, 7, 14, 32, 50])
+def test_resize_matrix_is_the_bilinear_resize(n_in):
+    from mmglobalmamba.models.layers.serializer import resize_matrix
+    signal = torch.randn(3, 1, 4, n_in, dtype=torch.float64)
+    for n_out in range(1, n_in + 1):
+        M = torch.from_numpy(resize_matrix(n_in, n_out))
+        assert M.shape == (n_out, n_in)
+        torch.testing.assert_close(M.sum(1), torch.ones(n_out, dtype=torch.float64))
+        expect = F.interpolate(signal, size=(4, n_out), mode='bilinear', align_corners=False)
+        torch.testing.assert_close(signal @ M.T, expect, atol=1e-12, rtol=1e-12)
+
+
+@pytest.mark.parametrize('size,K', [((512, 512), 4), ((224, 224), 4), ((800, 1344), 4),
+                                    ((225, 47), 4), ((130, 250), 3), ((96, 400), 5),
+                                    ((16, 16), 4)])
+def test_tokens_equal_embedding_whole_band_images(size, K):
+    """The serializer folds each band's grid resize into its inverse DCT; the tokens must
+    equal the plain route: every band image whole, patch-embedded, resized to its grid."""
+    torch.manual_seed(K)
+    x = torch.randn(2, 3, *size)
+    embed = torch.nn.Conv2d(3, 8, 16, stride=16)
+    ser = FrequencySerializer(K, 16)
+    tokens, grids = ser(x, embed)
+    plain = []
+    for image, grid in zip(ser.band_images(x), grids):
+        feat = embed(image)
+        if tuple(feat.shape[-2:]) != grid:
+            feat = F.interpolate(feat, size=grid, mode='bilinear', align_corners=False)
+        plain.append(feat.flatten(2))
+    plain = torch.cat(plain, dim=2).transpose(1, 2)
+    assert tokens.shape == plain.shape
+    torch.testing.assert_close(tokens, plain, atol=2e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize('size', [(15, 64), (64, 8)])
 def test_too_small_image_is_a_clear_error(size):
     with pytest.raises(ValueError, match='smaller than one 16x16 patch'):

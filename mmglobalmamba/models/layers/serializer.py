@@ -8,6 +8,7 @@ Both give ``(tokens, grids)`` and split tokens back into per-band maps.
 """
 import functools
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -20,6 +21,34 @@ def split_tokens(tokens, grids):
     for part, (h, w) in zip(tokens.split(sizes, dim=1), grids):
         maps.append(part.transpose(1, 2).reshape(part.shape[0], part.shape[2], h, w))
     return maps
+
+
+@functools.lru_cache(maxsize=64)
+def resize_matrix(n_in, n_out):
+    """(n_out, n_in) float64 weights of the bilinear resize along one axis, as
+    ``F.interpolate(mode='bilinear', align_corners=False)`` defines it: output i reads
+    floor(s) and the next input with s = max(0, (i + 0.5) n_in / n_out - 0.5)."""
+    weights = np.zeros((n_out, n_in))
+    for i in range(n_out):
+        src = max(0.0, (i + 0.5) * n_in / n_out - 0.5)
+        lo = min(int(src), n_in - 1)
+        frac = src - lo
+        weights[i, lo] += 1.0 - frac
+        weights[i, min(lo + 1, n_in - 1)] += frac
+    return weights
+
+
+@functools.lru_cache(maxsize=64)
+def _band_readout(n_pix, s, n_grid, patch_size, device, dtype):
+    """(patch_size * n_grid, s): from s low DCT coefficients to the pixel lines of a band's
+    token image: the inverse DCT onto the lines of the whole patch grid, then the bilinear
+    resize of that grid to n_grid, acting on whole patches. Built in float64 with numpy,
+    once per size (so that a traced forward, e.g. FLOP counting, does not record it)."""
+    from .dct import dct_basis
+    n_full = n_pix // patch_size
+    resize = np.kron(resize_matrix(n_full, n_grid), np.eye(patch_size))  # (p n_grid, p n_full)
+    inverse = dct_basis(n_pix, 'cpu', torch.float64)[:s, :patch_size * n_full].numpy()
+    return torch.from_numpy(resize @ inverse.T).to(device=device, dtype=dtype)
 
 
 class _Serializer:
@@ -88,34 +117,48 @@ class FrequencySerializer(_Serializer):
         v = torch.arange(s_w).unsqueeze(0)
         return (u * s_w + v * s_h < s_h * s_w).to(device)
 
+    def _band_spectra(self, x):
+        """Masked low-pass spectra of bands 0..K-2: [(B, C, s_h, s_w), ...] (math dtype)."""
+        from .dct import dct_2d
+        blocks = self.spectrum_blocks(*x.shape[-2:])
+        if not blocks:
+            return []
+        rows = max(s_h for s_h, _ in blocks)
+        cols = max(s_w for _, s_w in blocks)
+        spec = dct_2d(x, rows, cols)  # (B, C, rows, cols): the only part any band keeps
+        return [spec[..., :s_h, :s_w] * self._triangle(s_h, s_w, x.device)
+                for s_h, s_w in blocks]
+
     def band_images(self, x):
         """The K low-pass images of x (B, C, H, W), lowest band first; the last is x."""
-        from .dct import dct_2d, idct_2d
+        from .dct import idct_2d
         H, W = x.shape[-2:]
         self.check_size(H, W)
-        blocks = self.spectrum_blocks(H, W)
-        images = []
-        if blocks:
-            with torch.autocast(x.device.type, enabled=False):
-                rows = max(s_h for s_h, _ in blocks)
-                cols = max(s_w for _, s_w in blocks)
-                spec = dct_2d(x, rows, cols)  # (B, C, rows, cols): the only part any band keeps
-                for s_h, s_w in blocks:
-                    mask = self._triangle(s_h, s_w, x.device)
-                    low = spec[..., :s_h, :s_w] * mask  # (B, C, s_h, s_w)
-                    images.append(idct_2d(low, (H, W)).to(x.dtype))
-        images.append(x)
-        return images
+        with torch.autocast(x.device.type, enabled=False):
+            images = [idct_2d(low, (H, W)).to(x.dtype) for low in self._band_spectra(x)]
+        return images + [x]
 
     def __call__(self, x, patch_embed):
-        """x (B, C, H, W) -> tokens (B, N, D) low to high frequency, and the band grids."""
-        grids = self.band_grids(*x.shape[-2:])
-        images = self.band_images(x)
-        # one patch-embedding call for all bands: (K*B, D, H // p, W // p)
-        feats = patch_embed(torch.cat(images, dim=0)).chunk(len(images), dim=0)
-        tokens = []
-        for feat, grid in zip(feats, grids):
-            if tuple(feat.shape[-2:]) != grid:
-                feat = F.interpolate(feat, size=grid, mode='bilinear', align_corners=False)
-            tokens.append(feat.flatten(2))  # (B, D, h_b * w_b), row-major
+        """x (B, C, H, W) -> tokens (B, N, D) low to high frequency, and the band grids.
+
+        The tokens of the plain route (patch-embed every band image, bilinearly resize its
+        patch grid to the band grid), computed cheaper: the resize mixes whole patches with
+        weights summing to 1, so it commutes with the linear patch embedding and is applied
+        to the pixels instead, folded into the inverse DCT (``_band_readout``). Band b is
+        then patch-embedded at its own grid, e.g. from a 256 x 256 instead of a 512 x 512
+        image for band K-2 at 512 x 512.
+        """
+        H, W = x.shape[-2:]
+        grids = self.band_grids(H, W)
+        p = self.patch_size
+        images = []
+        with torch.autocast(x.device.type, enabled=False):
+            spectra = self._band_spectra(x)
+            for low, (h, w) in zip(spectra, grids):
+                s_h, s_w = low.shape[-2:]
+                rows = _band_readout(H, s_h, h, p, x.device, low.dtype)  # (p h, s_h)
+                cols = _band_readout(W, s_w, w, p, x.device, low.dtype)  # (p w, s_w)
+                images.append((rows @ low @ cols.T).to(x.dtype))         # (B, C, p h, p w)
+        images.append(x)  # band K-1: the image itself, on the whole patch grid
+        tokens = [patch_embed(image).flatten(2) for image in images]  # (B, D, h_b * w_b)
         return torch.cat(tokens, dim=2).transpose(1, 2), grids
