@@ -32,16 +32,25 @@ def _backbone():
 def hand_flops(batch=1):
     C = 3
     f = {}
-    # DCT: dct_2d(x, rows, cols) keeps the largest low-pass block; then band b = 0..K-2
-    # is read out from its (s_h, s_w) block straight at its token grid (h, w):
-    # (P h, s_h) @ X @ (s_w, P w)
+    # DCT: the largest low-pass block (rows, cols), only its triangle u/rows + v/cols < 1:
+    # m_h (rows, H) @ x, then in 4 bands of rows, each as wide as the triangle there; then
+    # band b = 0..K-2 read out from its (s_h, s_w) block straight at its token grid (h, w):
+    # (P h, s_h) @ X in 4 bands of columns, each as high as the triangle, then @ (s_w, P w)
     blocks = [(H // 2 ** (K - 2 - b), W // 2 ** (K - 2 - b)) for b in range(K - 1)]
     assert blocks == FrequencySerializer(K, P).spectrum_blocks(H, W)
     rows, cols = max(b[0] for b in blocks), max(b[1] for b in blocks)
-    dct = batch * C * (rows * H * W + rows * W * cols)
+
+    def quarters(n):
+        return [(n * i // 4, n * (i + 1) // 4) for i in range(4) if n * i // 4 < n * (i + 1) // 4]
+
+    dct = rows * H * W
+    dct += sum((u1 - u0) * W * math.ceil(cols * (rows - u0) / rows)
+               for u0, u1 in quarters(rows))
     for (s_h, s_w), (h, w) in zip(blocks, GRIDS):
-        dct += batch * C * (P * h * s_h * s_w + P * h * s_w * P * w)
-    f['dct'] = dct
+        dct += sum(P * h * math.ceil(s_h * (s_w - v0) / s_w) * (v1 - v0)
+                   for v0, v1 in quarters(s_w))
+        dct += P * h * s_w * P * w
+    f['dct'] = batch * C * dct
     # one patch-embedding conv per band, each on its own token grid (no resize after it)
     f['patch_embed'] = sum(batch * D * C * P * P * h * w for h, w in GRIDS)
     per_block = (

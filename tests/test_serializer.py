@@ -118,6 +118,21 @@ def test_resize_matrix_is_the_bilinear_resize(n_in):
         torch.testing.assert_close(signal @ M.T, expect, atol=1e-12, rtol=1e-12)
 
 
+@pytest.mark.parametrize('shape,rows,cols', [((2, 3, 20, 12), 20, 12),
+                                             ((1, 2, 33, 17), 16, 8), ((1, 1, 5, 3), 5, 3),
+                                             ((1, 1, 3, 9), 2, 9)])
+def test_triangle_transforms_equal_masked_dense_ones(shape, rows, cols):
+    """The blocked transforms skip only coefficients outside the low triangle."""
+    from mmglobalmamba.models.layers.dct import dct_2d_triangle, triangle_product
+    x = torch.randn(*shape, dtype=torch.float64)
+    mask = FrequencySerializer._triangle(rows, cols, torch.device('cpu'))
+    X = dct_2d(x, rows, cols) * mask
+    torch.testing.assert_close(dct_2d_triangle(x, rows, cols) * mask, X)
+    left = torch.randn(7, rows, dtype=torch.float64)
+    right = torch.randn(9, cols, dtype=torch.float64)
+    torch.testing.assert_close(triangle_product(left, X, right), left @ X @ right.T)
+
+
 @pytest.mark.parametrize('size,K', [((512, 512), 4), ((224, 224), 4), ((800, 1344), 4),
                                     ((225, 47), 4), ((130, 250), 3), ((96, 400), 5),
                                     ((16, 16), 4)])

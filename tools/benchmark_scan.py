@@ -251,19 +251,22 @@ def scan_section(args, device):
 
 def gemm_floor(model, x):
     """The backbone's dense work alone, as a callable: per mixer in_proj, x_proj, dt_proj,
-    out_proj as F.linear on (B*L, .), plus the patch-embedding conv on the 4 band images.
-    Returns (run, L, number of mixers)."""
+    out_proj as F.linear on (B*L, .), plus the patch-embedding conv of every band at the
+    image size the serializer gives it (band b < K-1: its token grid times the patch size;
+    band K-1: the input). Returns (run, L, number of mixers)."""
     device = x.device
     B, _, H, W = x.shape
     mixers = [m for n, m in model.named_modules() if n.endswith('mixer')]
     with torch.no_grad():
         L = model.embed(x)[0].shape[1]  # tokens + cls
     conv = model.patch_embed.proj
-    nbands = getattr(model, 'num_bands', 4)
     tokens = torch.randn(B * L, mixers[0].in_proj.in_features, device=device)
     inner = torch.randn(B * L, mixers[0].d_inner, device=device)
     dt_in = torch.randn(B * L, mixers[0].dt_rank, device=device)
-    images = [torch.randn_like(x) for _ in range(nbands)]
+    p = conv.stride[0]
+    grids = model.serializer.band_grids(H, W)
+    images = [torch.randn(B, x.shape[1], p * h, p * w, device=device) for h, w in grids[:-1]]
+    images.append(torch.randn_like(x))
 
     def run():
         with torch.no_grad():
@@ -314,7 +317,7 @@ def backbone_section(args, device):
     if 'torch' in backends:
         rows.append(('torch', time_call(forward('torch'), device, 1, warmup=0)))
     print(f'sequence length {L}, {n_mixers} mixers; GEMM floor = {n_mixers} x (in_proj + '
-          f'x_proj + dt_proj + out_proj) + 4 patch-embed convs')
+          f'x_proj + dt_proj + out_proj) + one patch-embed conv per band')
     head = ('backend', 'forward', 'GEMM floor', 'forward / floor')
     table = [head] + [(n, fmt(t), fmt(t_floor), f'{t / t_floor:.1f}x') for n, t in rows]
     widths = [max(len(r[i]) for r in table) for i in range(len(head))]

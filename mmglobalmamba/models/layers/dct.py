@@ -49,3 +49,37 @@ def idct_2d(X, size):
     m_h = dct_basis(H, X.device, dtype)[:rows]  # (rows, H)
     m_w = dct_basis(W, X.device, dtype)[:cols]  # (cols, W)
     return m_h.T @ X.to(dtype) @ m_w
+
+
+def _triangle_blocks(n, blocks):
+    """[(start, stop), ...]: ``blocks`` near-equal parts of range(n), empty ones dropped."""
+    return [(n * i // blocks, n * (i + 1) // blocks) for i in range(blocks)
+            if n * i // blocks < n * (i + 1) // blocks]
+
+
+def dct_2d_triangle(x, rows, cols, blocks=4):
+    """:func:`dct_2d` (x, rows, cols) on the low triangle ``u / rows + v / cols < 1`` only,
+    zeros elsewhere: the second transform is done per band of ``rows / blocks`` frequency
+    rows, each only as wide as the triangle there (5/8 of its cost with 4 blocks)."""
+    H, W = x.shape[-2:]
+    dtype = _math_dtype(x)
+    m_h = dct_basis(H, x.device, dtype)[:rows]  # (rows, H)
+    m_w = dct_basis(W, x.device, dtype)[:cols]  # (cols, W)
+    y = m_h @ x.to(dtype)                       # (..., rows, W)
+    out = y.new_zeros(*y.shape[:-2], rows, cols)
+    for u0, u1 in _triangle_blocks(rows, blocks):
+        width = -(-cols * (rows - u0) // rows)  # ceil: every v with u0 / rows + v / cols < 1
+        out[..., u0:u1, :width] = y[..., u0:u1, :] @ m_w[:width].T
+    return out
+
+
+def triangle_product(left, X, right, blocks=4):
+    """``left @ X @ right.T`` for X (..., s_h, s_w) that is zero outside its low triangle
+    ``u / s_h + v / s_w < 1``: ``left @ X`` per band of columns, each over the rows the
+    triangle has there. left: (m, s_h), right: (n, s_w) -> (..., m, n)."""
+    s_h, s_w = X.shape[-2:]
+    parts = []
+    for v0, v1 in _triangle_blocks(s_w, blocks):
+        height = -(-s_h * (s_w - v0) // s_w)    # ceil: every u with u / s_h + v0 / s_w < 1
+        parts.append(left[:, :height] @ X[..., :height, v0:v1])
+    return torch.cat(parts, dim=-1) @ right.T

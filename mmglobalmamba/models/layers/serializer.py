@@ -119,13 +119,14 @@ class FrequencySerializer(_Serializer):
 
     def _band_spectra(self, x):
         """Masked low-pass spectra of bands 0..K-2: [(B, C, s_h, s_w), ...] (math dtype)."""
-        from .dct import dct_2d
+        from .dct import dct_2d_triangle
         blocks = self.spectrum_blocks(*x.shape[-2:])
         if not blocks:
             return []
         rows = max(s_h for s_h, _ in blocks)
         cols = max(s_w for _, s_w in blocks)
-        spec = dct_2d(x, rows, cols)  # (B, C, rows, cols): the only part any band keeps
+        # (B, C, rows, cols), only its low triangle: every band's triangle lies inside it
+        spec = dct_2d_triangle(x, rows, cols)
         return [spec[..., :s_h, :s_w] * self._triangle(s_h, s_w, x.device)
                 for s_h, s_w in blocks]
 
@@ -148,6 +149,7 @@ class FrequencySerializer(_Serializer):
         then patch-embedded at its own grid, e.g. from a 256 x 256 instead of a 512 x 512
         image for band K-2 at 512 x 512.
         """
+        from .dct import triangle_product
         H, W = x.shape[-2:]
         grids = self.band_grids(H, W)
         p = self.patch_size
@@ -158,7 +160,8 @@ class FrequencySerializer(_Serializer):
                 s_h, s_w = low.shape[-2:]
                 rows = _band_readout(H, s_h, h, p, x.device, low.dtype)  # (p h, s_h)
                 cols = _band_readout(W, s_w, w, p, x.device, low.dtype)  # (p w, s_w)
-                images.append((rows @ low @ cols.T).to(x.dtype))         # (B, C, p h, p w)
+                image = triangle_product(rows, low, cols)  # (B, C, p h, p w)
+                images.append(image.to(x.dtype))
         images.append(x)  # band K-1: the image itself, on the whole patch grid
         tokens = [patch_embed(image).flatten(2) for image in images]  # (B, D, h_b * w_b)
         return torch.cat(tokens, dim=2).transpose(1, 2), grids
