@@ -327,6 +327,10 @@ def backbone_section(args, device):
             print('  '.join('-' * w for w in widths))
     by = dict(rows)
     fast = 'cuda' if device.type == 'cuda' else 'cpu'
+    if fast == 'cpu' and 'cpu' in by:
+        ratio = by['cpu'] / t_floor
+        print(f'target forward / GEMM floor <= 2x: {ratio:.2f}x '
+              f'{"OK" if ratio <= 2 else "MISSED"}')
     if fast in by and 'torch' in by:
         print(f'speed-up of {fast} over torch on the backbone: {by["torch"] / by[fast]:.1f}x')
     return rows
