@@ -355,6 +355,47 @@ def test_channels_last_scan_matches_loop(shape, flags):
 
 
 @needs_cpu_kernel
+@pytest.mark.parametrize('shape', [(2, 16, 9, 16, 3), (1, 40, 21, 5, 12), (3, 7, 1, 4, 2)],
+                         ids=lambda s: 'b{}d{}L{}N{}R{}'.format(*s))
+def test_channels_last_scan_forms_delta_from_dt_proj(shape):
+    """With delta_proj_weight the kernel forms delta = dt @ W^T itself: forward and the
+    gradients of dt and W (and the rest) against the loop reference on that product."""
+    batch, dim, L, N, R = shape
+    kw = make_scan_inputs(batch, dim, L, N, seed=sum(shape))
+    g = torch.Generator().manual_seed(R)
+    dt = torch.randn(batch, R, L, generator=g) * 0.5                  # (batch, R, L)
+    W = (torch.randn(dim, R, generator=g) * 0.5).requires_grad_()
+    dt_wide, dt_rows = _row_leaf(dt)
+    args, wides = {}, {}
+    for k, v in kw.items():
+        if k == 'delta':
+            continue
+        if k in ROW_INPUTS and v is not None:
+            wides[k], args[k] = _row_leaf(v)
+        elif torch.is_tensor(v):
+            args[k] = wides[k] = v.detach().clone().requires_grad_()
+        else:
+            args[k] = v
+    out = cl_ops.selective_scan_channels_last(delta=dt_rows, delta_proj_weight=W, **args)
+    w_out = torch.randn(out.shape, generator=g, dtype=torch.float64)
+    (out.double() * w_out).sum().backward()
+    ref_leaves = {k: v.detach().double().requires_grad_() for k, v in kw.items()
+                  if torch.is_tensor(v) and k != 'delta'}
+    dt64 = dt.double().requires_grad_()
+    W64 = W.detach().double().requires_grad_()
+    delta = torch.einsum('brl,dr->bdl', dt64, W64)
+    ref = loop_selective_scan(delta=delta, delta_softplus=True, **ref_leaves)  # (b, dim, L)
+    (ref.transpose(1, 2) * w_out).sum().backward()
+    assert_rel_close(out.transpose(1, 2), ref, 1e-4, 'out')
+    assert_rel_close(dt_wide.grad[..., 1:R + 1].transpose(1, 2), dt64.grad, 1e-4, 'd dt')
+    assert_rel_close(W.grad, W64.grad, 1e-4, 'dW')
+    for k, leaf in wides.items():
+        grad = (leaf.grad[..., 1:kw[k].shape[1] + 1].transpose(1, 2) if k in ROW_INPUTS
+                else leaf.grad)
+        assert_rel_close(grad, ref_leaves[k].grad, 1e-4, 'd' + k)
+
+
+@needs_cpu_kernel
 def test_channels_last_scan_gradcheck_float64():
     kw = make_scan_inputs(2, 3, 5, 3, dtype=torch.float64, seed=11)
     names = ('u', 'delta', 'A', 'B', 'C', 'D', 'z', 'delta_bias')
@@ -436,12 +477,15 @@ def test_cpu_mixer_reads_projection_rows_without_copies(fresh_dispatch):
     out, grads = _grads(lambda **a: ops.mamba_inner(**a, backend='cpu'), kw, names)
     by_name = {name: args for name, args in spy.calls}
     assert set(by_name) == {'causal_conv1d_fwd_cl', 'selective_scan_fwd_cl', 'selective_scan_bwd'}
+    assert by_name['selective_scan_fwd_cl'][9] is not None   # dt_proj formed in the scan
     # _grads clones xz; a clone of the transposed view keeps its (rows) strides.
     conv_x = by_name['causal_conv1d_fwd_cl'][0]
     u, _, _, B, C, _, z = by_name['selective_scan_fwd_cl'][:7]
     assert conv_x.stride() == (37 * 48, 48, 1) and z.stride() == (37 * 48, 48, 1)
     assert z.data_ptr() == conv_x.data_ptr() + 24 * z.element_size()
+    dt = by_name['selective_scan_fwd_cl'][1]
     assert B.stride() == (37 * 35, 35, 1) and C.data_ptr() == B.data_ptr() + 16 * 4
+    assert dt.shape == (2, 37, 3) and B.data_ptr() == dt.data_ptr() + 3 * 4
     assert u.is_contiguous()                              # the conv output
     ref, ref_grads = _grads(loop_mamba_inner, kw, names)
     assert_rel_close(out, ref, 1e-4, 'out')

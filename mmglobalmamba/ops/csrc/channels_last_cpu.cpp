@@ -43,6 +43,8 @@ struct ScanCL {
   int64_t su_b, su_l, sd_b, sd_l, sz_b, sz_l, sB_b, sB_l, sC_b, sC_l;
   const T* AT;           // (N, dim): A transposed, so a block's A[:, n] is contiguous
   const T* AT2;          // float: AT * log2(e) for the vector path's exp2 (else null)
+  const T* WdT;          // (R, dim) dt_proj weight transposed, or null: then ``delta`` holds
+  int64_t R;             //   the low-rank dt rows (batch, L, R) and delta = dt @ W^T here
   bool nonpositive;      // dt * A <= 0 everywhere (softplus dt >= 0 and A <= 0)
   const T *D, *bias;     // (dim,) or null
   T* out;                // (batch, L, dim) contiguous
@@ -62,13 +64,26 @@ MGM_INLINE void scan_block_scalar(const ScanCL<T>& a, int64_t b, int64_t c0, int
   std::fill(h, h + N * kLanes, T(0));
   for (int64_t t = 0; t < a.L; ++t) {
     const T* ut = a.u + b * a.su_b + t * a.su_l + c0;
-    const T* dl = a.delta + b * a.sd_b + t * a.sd_l + c0;
+    const T* dl = a.delta + b * a.sd_b + t * a.sd_l;
     const T* Bt = a.B + b * a.sB_b + t * a.sB_l;
     const T* Ct = a.C + b * a.sC_b + t * a.sC_l;
     T* ot = a.out + (b * a.L + t) * dim + c0;
+    if (a.WdT) {  // delta = dt_t @ W^T for this block's channels
+#pragma omp simd
+      for (int64_t c = 0; c < cw; ++c) dt[c] = T(0);
+      for (int64_t r = 0; r < a.R; ++r) {
+        const T dr = dl[r];
+        const T* wr = a.WdT + r * dim + c0;
+#pragma omp simd
+        for (int64_t c = 0; c < cw; ++c) dt[c] += dr * wr[c];
+      }
+    } else {
+#pragma omp simd
+      for (int64_t c = 0; c < cw; ++c) dt[c] = dl[c0 + c];
+    }
 #pragma omp simd
     for (int64_t c = 0; c < cw; ++c) {
-      const T x = dl[c] + bias[c];
+      const T x = dt[c] + bias[c];
       dt[c] = a.softplus ? softplus(x) : x;
       dtu[c] = dt[c] * ut[c];
       acc[c] = T(0);
@@ -124,7 +139,15 @@ MGM_INLINE void scan_block_vec(const ScanCL<float>& a, int64_t b, int64_t c0) {
     const v16 uv = load16(a.u + b * a.su_b + t * a.su_l + c0);
     const float* Bt = a.B + b * a.sB_b + t * a.sB_l;
     const float* Ct = a.C + b * a.sC_b + t * a.sC_l;
-    store16(lane, load16(a.delta + b * a.sd_b + t * a.sd_l + c0) + bias);
+    const float* dl = a.delta + b * a.sd_b + t * a.sd_l;
+    v16 dv;
+    if (a.WdT) {  // delta = dt_t @ W^T for this block's channels
+      dv = splat(0.0f);
+      for (int64_t r = 0; r < a.R; ++r) dv += load16(a.WdT + r * dim + c0) * dl[r];
+    } else {
+      dv = load16(dl + c0);
+    }
+    store16(lane, dv + bias);
     if (a.softplus) {
 #pragma omp simd
       for (int c = 0; c < kLanes; ++c) lane[c] = softplus(lane[c]);
@@ -178,8 +201,16 @@ __attribute__((target("avx512f"))) inline void scan_block_avx512_impl(
     const __m512 uv = _mm512_loadu_ps(a.u + b * a.su_b + t * a.su_l + c0);
     const float* Bt = a.B + b * a.sB_b + t * a.sB_l;
     const float* Ct = a.C + b * a.sC_b + t * a.sC_l;
-    _mm512_store_ps(lane, _mm512_add_ps(
-        _mm512_loadu_ps(a.delta + b * a.sd_b + t * a.sd_l + c0), bias));
+    const float* dl = a.delta + b * a.sd_b + t * a.sd_l;
+    __m512 dv;
+    if (a.WdT) {  // delta = dt_t @ W^T for this block's channels
+      dv = _mm512_setzero_ps();
+      for (int64_t r = 0; r < a.R; ++r)
+        dv = _mm512_fmadd_ps(_mm512_loadu_ps(a.WdT + r * dim + c0), _mm512_set1_ps(dl[r]), dv);
+    } else {
+      dv = _mm512_loadu_ps(dl + c0);
+    }
+    _mm512_store_ps(lane, _mm512_add_ps(dv, bias));
     if (a.softplus) {
 #pragma omp simd
       for (int c = 0; c < kLanes; ++c) lane[c] = softplus(lane[c]);
@@ -259,7 +290,8 @@ at::Tensor selective_scan_fwd_cl(const at::Tensor& u, const at::Tensor& delta,
                                  const c10::optional<at::Tensor>& D,
                                  const c10::optional<at::Tensor>& z,
                                  const c10::optional<at::Tensor>& delta_bias,
-                                 bool delta_softplus) {
+                                 bool delta_softplus,
+                                 const c10::optional<at::Tensor>& delta_proj_weight) {
   TORCH_CHECK(u.dim() == 3, "selective_scan_fwd_cl: u must be (batch, L, dim), got ",
               u.sizes());
   const auto dtype = u.scalar_type();
@@ -272,7 +304,17 @@ at::Tensor selective_scan_fwd_cl(const at::Tensor& u, const at::Tensor& delta,
   TORCH_CHECK(N >= 1 && N <= kMaxState, "selective_scan_fwd_cl: N must be in [1, ",
               kMaxState, "], got ", N);
   check_rows(u, "u", dtype, batch, L, dim);
-  check_rows(delta, "delta", dtype, batch, L, dim);
+  const bool has_w = delta_proj_weight && delta_proj_weight->defined();
+  int64_t R = 0;
+  if (has_w) {
+    const at::Tensor& w = *delta_proj_weight;
+    TORCH_CHECK(w.dim() == 2 && w.size(0) == dim && w.scalar_type() == dtype,
+                "selective_scan_fwd_cl: delta_proj_weight must be (dim, R) of u's dtype, got ",
+                w.sizes());
+    R = w.size(1);
+  }
+  check_rows(delta, has_w ? "dt (delta before delta_proj_weight)" : "delta", dtype, batch, L,
+             has_w ? R : dim);
   check_rows(B, "B", dtype, batch, L, N);
   check_rows(C, "C", dtype, batch, L, N);
   if (z && z->defined()) check_rows(*z, "z", dtype, batch, L, dim);
@@ -288,6 +330,7 @@ at::Tensor selective_scan_fwd_cl(const at::Tensor& u, const at::Tensor& delta,
   if (out.numel() == 0) return out;
   const at::Tensor AT = A.t().contiguous();  // (N, dim)
   const at::Tensor AT2 = dtype == at::kFloat ? (AT * M_LOG2E).contiguous() : at::Tensor();
+  const at::Tensor WdT = has_w ? delta_proj_weight->t().contiguous() : at::Tensor();  // (R, dim)
   const bool has_z = z && z->defined();
   const bool nonpositive = delta_softplus && A.max().item<double>() <= 0.0;
   AT_DISPATCH_FLOATING_TYPES(dtype, "selective_scan_fwd_cl", [&] {
@@ -307,6 +350,8 @@ at::Tensor selective_scan_fwd_cl(const at::Tensor& u, const at::Tensor& delta,
     a.sC_b = C.stride(0), a.sC_l = C.stride(1);
     a.AT = AT.data_ptr<scalar_t>();
     a.AT2 = AT2.defined() ? AT2.data_ptr<scalar_t>() : nullptr;
+    a.WdT = has_w ? WdT.data_ptr<scalar_t>() : nullptr;
+    a.R = R;
     a.nonpositive = nonpositive;
     a.D = static_cast<const scalar_t*>(opt_data(D));
     a.bias = static_cast<const scalar_t*>(opt_data(delta_bias));

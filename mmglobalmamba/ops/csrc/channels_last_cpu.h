@@ -5,13 +5,16 @@
 
 // Selective scan forward on (batch, L, dim) rows: u, delta, z (batch, L, dim), B, C
 // (batch, L, N), each with stride 1 along its last dimension; A (dim, N); D, delta_bias
-// (dim,).  Returns out (batch, L, dim), contiguous.
+// (dim,).  With delta_proj_weight (dim, R), ``delta`` holds the low-rank rows dt
+// (batch, L, R) and delta = dt @ delta_proj_weight^T is formed inside, per block of
+// channels (the mixer's dt_proj, never written out).  Returns out (batch, L, dim).
 at::Tensor selective_scan_fwd_cl(const at::Tensor& u, const at::Tensor& delta,
                                  const at::Tensor& A, const at::Tensor& B, const at::Tensor& C,
                                  const c10::optional<at::Tensor>& D,
                                  const c10::optional<at::Tensor>& z,
                                  const c10::optional<at::Tensor>& delta_bias,
-                                 bool delta_softplus);
+                                 bool delta_softplus,
+                                 const c10::optional<at::Tensor>& delta_proj_weight);
 
 // Depthwise causal conv1d (+ SiLU when silu) on x (batch, L, dim) with weight (dim, width)
 // and bias (dim,) or None.  Returns (batch, L, dim), contiguous.

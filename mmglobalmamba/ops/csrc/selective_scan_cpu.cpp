@@ -874,10 +874,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("selective_scan_fwd_cl", &selective_scan_fwd_cl,
         "Selective scan forward, channels last. u, delta, z: (batch, L, dim); B, C: "
         "(batch, L, N), stride 1 along the last dimension; A: (dim, N); D, delta_bias: "
-        "(dim,). Returns out (batch, L, dim).",
+        "(dim,); with delta_proj_weight (dim, R), delta is dt (batch, L, R) and "
+        "dt @ delta_proj_weight^T is used. Returns out (batch, L, dim).",
         py::arg("u"), py::arg("delta"), py::arg("A"), py::arg("B"), py::arg("C"),
         py::arg("D") = py::none(), py::arg("z") = py::none(),
-        py::arg("delta_bias") = py::none(), py::arg("delta_softplus") = false);
+        py::arg("delta_bias") = py::none(), py::arg("delta_softplus") = false,
+        py::arg("delta_proj_weight") = py::none());
   m.def("causal_conv1d_fwd_cl", &causal_conv1d_fwd_cl,
         "Depthwise causal conv1d (+ SiLU), channels last: x (batch, L, dim), weight "
         "(dim, width), bias (dim,) or None. Returns (batch, L, dim).",
