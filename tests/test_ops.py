@@ -1,6 +1,7 @@
 """Parity tests for mmglobalmamba.ops: every available backend against plain-loop
 references written here (float64, independent of the package code), forward and gradients."""
 import itertools
+import os
 import sys
 import types
 import warnings
@@ -393,6 +394,33 @@ def test_channels_last_scan_forms_delta_from_dt_proj(shape):
         grad = (leaf.grad[..., 1:kw[k].shape[1] + 1].transpose(1, 2) if k in ROW_INPUTS
                 else leaf.grad)
         assert_rel_close(grad, ref_leaves[k].grad, 1e-4, 'd' + k)
+
+
+@needs_cpu_kernel
+def test_channels_last_scan_portable_vector_path():
+    """On AVX-512 machines full channel blocks take the AVX-512 code; the portable vector
+    path (what AVX2 machines run) is checked here in a process that switches it off."""
+    import subprocess
+    import textwrap
+    code = textwrap.dedent('''
+        import sys, torch
+        sys.path.insert(0, 'tests')
+        from test_ops import (_channels_last_scan_grads, _grads, assert_rel_close,
+                              loop_selective_scan, make_scan_inputs, SCAN_INPUTS)
+        import mmglobalmamba._C as kernel
+        assert not kernel.selective_scan_cl_uses_avx512()
+        for shape, softplus in (((2, 32, 19, 16), True), ((1, 48, 7, 5), False)):
+            kw = make_scan_inputs(*shape, softplus=softplus, seed=3)
+            out, _ = _channels_last_scan_grads(kw)
+            ref, _ = _grads(loop_selective_scan, kw, SCAN_INPUTS)
+            assert_rel_close(out, ref, 1e-4, 'out')
+        print('portable path OK')
+    ''')
+    env = dict(os.environ, MMGLOBALMAMBA_CPU_NO_AVX512='1')
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    res = subprocess.run([sys.executable, '-c', code], cwd=root, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and 'portable path OK' in res.stdout, res.stderr[-3000:]
 
 
 @needs_cpu_kernel

@@ -20,6 +20,7 @@
 #include "channels_last_cpu.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <vector>
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
@@ -248,8 +249,11 @@ __attribute__((target("avx512f"))) void scan_block_avx512(const ScanCL<float>& a
   scan_block_avx512_impl<0>(a, b, c0);
 }
 
+// MMGLOBALMAMBA_CPU_NO_AVX512=1 takes the portable vector path instead (tests use it to
+// cover that path on AVX-512 machines).
 bool cpu_has_avx512() {
-  static const bool has = __builtin_cpu_supports("avx512f");
+  static const bool has = __builtin_cpu_supports("avx512f") &&
+                          std::getenv("MMGLOBALMAMBA_CPU_NO_AVX512") == nullptr;
   return has;
 }
 #endif
@@ -284,6 +288,14 @@ const void* opt_data(const c10::optional<at::Tensor>& t) {
 }
 
 }  // namespace
+
+bool selective_scan_cl_uses_avx512() {
+#ifdef MGM_HAVE_AVX512_SCAN
+  return cpu_has_avx512();
+#else
+  return false;
+#endif
+}
 
 at::Tensor selective_scan_fwd_cl(const at::Tensor& u, const at::Tensor& delta,
                                  const at::Tensor& A, const at::Tensor& B, const at::Tensor& C,

@@ -16,6 +16,9 @@ at::Tensor selective_scan_fwd_cl(const at::Tensor& u, const at::Tensor& delta,
                                  bool delta_softplus,
                                  const c10::optional<at::Tensor>& delta_proj_weight);
 
+// Whether full channel blocks of the scan take the AVX-512 code (else the portable one).
+bool selective_scan_cl_uses_avx512();
+
 // Depthwise causal conv1d (+ SiLU when silu) on x (batch, L, dim) with weight (dim, width)
 // and bias (dim,) or None.  Returns (batch, L, dim), contiguous.
 at::Tensor causal_conv1d_fwd_cl(const at::Tensor& x, const at::Tensor& weight,

@@ -880,6 +880,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("D") = py::none(), py::arg("z") = py::none(),
         py::arg("delta_bias") = py::none(), py::arg("delta_softplus") = false,
         py::arg("delta_proj_weight") = py::none());
+  m.def("selective_scan_cl_uses_avx512", &selective_scan_cl_uses_avx512,
+        "Whether the channels-last scan runs its AVX-512 code here (set "
+        "MMGLOBALMAMBA_CPU_NO_AVX512=1 to take the portable vector code).");
   m.def("causal_conv1d_fwd_cl", &causal_conv1d_fwd_cl,
         "Depthwise causal conv1d (+ SiLU), channels last: x (batch, L, dim), weight "
         "(dim, width), bias (dim,) or None. Returns (batch, L, dim).",
