@@ -129,46 +129,56 @@ MGM_CLONES void scan_block_scalar_f64(const ScanCL<double>& a, int64_t b, int64_
 // exp(dt A) is computed as 2^(dt * A log2(e)) with A pre-scaled (AT2).
 template <int NS, bool kNonPositive>
 MGM_INLINE void scan_block_vec(const ScanCL<float>& a, int64_t b, int64_t c0) {
+  // Steps in chunks, as in the AVX-512 path: dt and the gate of the whole chunk first (long
+  // loops the compiler vectorizes), then the recurrence.
+  constexpr int64_t kChunk = 32;
   const int64_t N = NS > 0 ? NS : a.N;
   const int64_t dim = a.dim;
   v16 h[NS > 0 ? NS : kMaxState];
   for (int64_t n = 0; n < N; ++n) h[n] = splat(0.0f);
   const v16 bias = a.bias ? load16(a.bias + c0) : splat(0.0f);
   const v16 Dv = a.D ? load16(a.D + c0) : splat(0.0f);
-  alignas(64) float lane[kLanes];
-  for (int64_t t = 0; t < a.L; ++t) {
-    const v16 uv = load16(a.u + b * a.su_b + t * a.su_l + c0);
-    const float* Bt = a.B + b * a.sB_b + t * a.sB_l;
-    const float* Ct = a.C + b * a.sC_b + t * a.sC_l;
-    const float* dl = a.delta + b * a.sd_b + t * a.sd_l;
-    v16 dv;
-    if (a.WdT) {  // delta = dt_t @ W^T for this block's channels
-      dv = splat(0.0f);
-      for (int64_t r = 0; r < a.R; ++r) dv += load16(a.WdT + r * dim + c0) * dl[r];
-    } else {
-      dv = load16(dl + c0);
+  alignas(64) float dts[kChunk * kLanes], gates[kChunk * kLanes];
+  for (int64_t t0 = 0; t0 < a.L; t0 += kChunk) {
+    const int64_t steps = std::min(kChunk, a.L - t0);
+    for (int64_t i = 0; i < steps; ++i) {
+      const float* dl = a.delta + b * a.sd_b + (t0 + i) * a.sd_l;
+      v16 dv;
+      if (a.WdT) {  // delta = dt_t @ W^T for this block's channels
+        dv = splat(0.0f);
+        for (int64_t r = 0; r < a.R; ++r) dv += load16(a.WdT + r * dim + c0) * dl[r];
+      } else {
+        dv = load16(dl + c0);
+      }
+      store16(dts + i * kLanes, dv + bias);
+      if (a.z) store16(gates + i * kLanes, load16(a.z + b * a.sz_b + (t0 + i) * a.sz_l + c0));
     }
-    store16(lane, dv + bias);
+    const int64_t n_lanes = steps * kLanes;
     if (a.softplus) {
 #pragma omp simd
-      for (int c = 0; c < kLanes; ++c) lane[c] = softplus(lane[c]);
+      for (int64_t c = 0; c < n_lanes; ++c) dts[c] = softplus(dts[c]);
     }
-    const v16 dt = load16(lane);
-    const v16 dtu = dt * uv;
-    v16 acc = splat(0.0f);
-    for (int64_t n = 0; n < N; ++n) {
-      h[n] = fast_exp2_16<kNonPositive>(dt * load16(a.AT2 + n * dim + c0)) * h[n] +
-             dtu * Bt[n];
-      acc += h[n] * Ct[n];
-    }
-    v16 y = acc + Dv * uv;
     if (a.z) {
-      store16(lane, load16(a.z + b * a.sz_b + t * a.sz_l + c0));
 #pragma omp simd
-      for (int c = 0; c < kLanes; ++c) lane[c] = lane[c] * sigmoid(lane[c]);
-      y *= load16(lane);
+      for (int64_t c = 0; c < n_lanes; ++c) gates[c] = gates[c] * sigmoid(gates[c]);
     }
-    store16(a.out + (b * a.L + t) * dim + c0, y);
+    for (int64_t i = 0; i < steps; ++i) {
+      const int64_t t = t0 + i;
+      const v16 uv = load16(a.u + b * a.su_b + t * a.su_l + c0);
+      const float* Bt = a.B + b * a.sB_b + t * a.sB_l;
+      const float* Ct = a.C + b * a.sC_b + t * a.sC_l;
+      const v16 dt = load16(dts + i * kLanes);
+      const v16 dtu = dt * uv;
+      v16 acc = splat(0.0f);
+      for (int64_t n = 0; n < N; ++n) {
+        h[n] = fast_exp2_16<kNonPositive>(dt * load16(a.AT2 + n * dim + c0)) * h[n] +
+               dtu * Bt[n];
+        acc += h[n] * Ct[n];
+      }
+      v16 y = acc + Dv * uv;
+      if (a.z) y *= load16(gates + i * kLanes);
+      store16(a.out + (b * a.L + t) * dim + c0, y);
+    }
   }
 }
 
@@ -187,59 +197,106 @@ MGM_CLONES void scan_block_vec_f32(const ScanCL<float>& a, int64_t b, int64_t c0
 // AVX-512 path of a full block: 2^x as p(x - round(x)) scaled by vscalefps, which needs
 // no exponent-bit assembly and no upper clamp: about 8 operations per state against the
 // 12 of fast_exp2_16.  The lower clamp keeps results out of the denormal range.
+#define MGM_AVX512 __attribute__((target("avx512f"))) inline
+
+MGM_AVX512 __m512 exp2_avx512(__m512 x) {  // same polynomial as fast_exp2_16
+  x = _mm512_max_ps(x, _mm512_set1_ps(-125.0f));
+  const __m512 k = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512 r = _mm512_sub_ps(x, k);
+  __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(1.3276471e-3f), r, _mm512_set1_ps(9.6755410e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.5507131e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(2.4022120e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(6.9314694e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  return _mm512_scalef_ps(p, k);
+}
+
+// softplus on 16 lanes, the algorithm of softplus(float) in cpu_math.h (log1p by the Cephes
+// logf polynomial with Goldberg's correction), vectorized: one division per 16 lanes.
+MGM_AVX512 __m512 softplus_avx512(__m512 x) {
+  const __m512 one = _mm512_set1_ps(1.0f);
+  const __m512 e = exp2_avx512(_mm512_mul_ps(_mm512_abs_ps(x), _mm512_set1_ps(-1.44269504f)));
+  const __m512 y = _mm512_add_ps(one, e);  // in [1, 2]
+  const __mmask16 big = _mm512_cmp_ps_mask(y, _mm512_set1_ps(1.41421356f), _CMP_GT_OQ);
+  const __m512 m = _mm512_mask_mul_ps(y, big, y, _mm512_set1_ps(0.5f));
+  const __m512 k = _mm512_mask_blend_ps(big, _mm512_setzero_ps(), one);
+  const __m512 f = _mm512_sub_ps(m, one);
+  const __m512 z = _mm512_mul_ps(f, f);
+  __m512 p = _mm512_set1_ps(7.0376836292e-2f);
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(-1.1514610310e-1f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.1676998740e-1f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(-1.2420140846e-1f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.4249322787e-1f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(-1.6668057665e-1f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.0000714765e-1f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(-2.4999993993e-1f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(3.3333331174e-1f));
+  __m512 l = _mm512_mul_ps(_mm512_mul_ps(f, z), p);
+  l = _mm512_fmadd_ps(k, _mm512_set1_ps(-2.12194440e-4f), l);
+  l = _mm512_fnmadd_ps(_mm512_set1_ps(0.5f), z, l);
+  l = _mm512_add_ps(f, l);
+  l = _mm512_fmadd_ps(k, _mm512_set1_ps(0.693359375f), l);
+  const __m512 ym1 = _mm512_sub_ps(y, one);
+  const __mmask16 exact = _mm512_cmp_ps_mask(ym1, _mm512_setzero_ps(), _CMP_EQ_OQ);
+  const __m512 log1p = _mm512_mask_blend_ps(
+      exact, _mm512_mul_ps(l, _mm512_div_ps(e, _mm512_mask_blend_ps(exact, ym1, one))), e);
+  const __m512 v = _mm512_add_ps(_mm512_max_ps(x, _mm512_setzero_ps()), log1p);
+  const __mmask16 large = _mm512_cmp_ps_mask(x, _mm512_set1_ps(20.0f), _CMP_GT_OQ);
+  return _mm512_mask_blend_ps(large, v, x);
+}
+
+MGM_AVX512 __m512 silu_avx512(__m512 x) {  // x / (1 + exp(-x))
+  const __m512 e = exp2_avx512(_mm512_mul_ps(x, _mm512_set1_ps(-1.44269504f)));
+  return _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+}
+
 template <int NS>
-__attribute__((target("avx512f"))) inline void scan_block_avx512_impl(
-    const ScanCL<float>& a, int64_t b, int64_t c0) {
+MGM_AVX512 void scan_block_avx512_impl(const ScanCL<float>& a, int64_t b, int64_t c0) {
+  // Steps go in chunks: first dt (dt_proj, bias, softplus) and the gate silu(z) of every
+  // step of the chunk, which do not depend on each other, then the recurrence over the
+  // chunk.  Done step by step, the recurrence would wait on each step's softplus.
+  constexpr int64_t kChunk = 32;
   const int64_t N = NS > 0 ? NS : a.N;
   const int64_t dim = a.dim;
   __m512 h[NS > 0 ? NS : kMaxState];
+  __m512 dts[kChunk], gates[kChunk];
   for (int64_t n = 0; n < N; ++n) h[n] = _mm512_setzero_ps();
   const __m512 bias = a.bias ? _mm512_loadu_ps(a.bias + c0) : _mm512_setzero_ps();
   const __m512 Dv = a.D ? _mm512_loadu_ps(a.D + c0) : _mm512_setzero_ps();
-  const __m512 lo = _mm512_set1_ps(-125.0f);
-  alignas(64) float lane[kLanes];
-  for (int64_t t = 0; t < a.L; ++t) {
-    const __m512 uv = _mm512_loadu_ps(a.u + b * a.su_b + t * a.su_l + c0);
-    const float* Bt = a.B + b * a.sB_b + t * a.sB_l;
-    const float* Ct = a.C + b * a.sC_b + t * a.sC_l;
-    const float* dl = a.delta + b * a.sd_b + t * a.sd_l;
-    __m512 dv;
-    if (a.WdT) {  // delta = dt_t @ W^T for this block's channels
-      dv = _mm512_setzero_ps();
-      for (int64_t r = 0; r < a.R; ++r)
-        dv = _mm512_fmadd_ps(_mm512_loadu_ps(a.WdT + r * dim + c0), _mm512_set1_ps(dl[r]), dv);
-    } else {
-      dv = _mm512_loadu_ps(dl + c0);
+  for (int64_t t0 = 0; t0 < a.L; t0 += kChunk) {
+    const int64_t steps = std::min(kChunk, a.L - t0);
+    for (int64_t i = 0; i < steps; ++i) {
+      const float* dl = a.delta + b * a.sd_b + (t0 + i) * a.sd_l;
+      __m512 dv;
+      if (a.WdT) {  // delta = dt_t @ W^T for this block's channels
+        dv = _mm512_setzero_ps();
+        for (int64_t r = 0; r < a.R; ++r)
+          dv = _mm512_fmadd_ps(_mm512_loadu_ps(a.WdT + r * dim + c0), _mm512_set1_ps(dl[r]),
+                               dv);
+      } else {
+        dv = _mm512_loadu_ps(dl + c0);
+      }
+      dv = _mm512_add_ps(dv, bias);
+      dts[i] = a.softplus ? softplus_avx512(dv) : dv;
+      if (a.z) gates[i] = silu_avx512(_mm512_loadu_ps(a.z + b * a.sz_b + (t0 + i) * a.sz_l + c0));
     }
-    _mm512_store_ps(lane, _mm512_add_ps(dv, bias));
-    if (a.softplus) {
-#pragma omp simd
-      for (int c = 0; c < kLanes; ++c) lane[c] = softplus(lane[c]);
+    for (int64_t i = 0; i < steps; ++i) {
+      const int64_t t = t0 + i;
+      const __m512 uv = _mm512_loadu_ps(a.u + b * a.su_b + t * a.su_l + c0);
+      const float* Bt = a.B + b * a.sB_b + t * a.sB_l;
+      const float* Ct = a.C + b * a.sC_b + t * a.sC_l;
+      const __m512 dt = dts[i];
+      const __m512 dtu = _mm512_mul_ps(dt, uv);
+      __m512 acc = _mm512_setzero_ps();
+      for (int64_t n = 0; n < N; ++n) {
+        const __m512 decay = exp2_avx512(_mm512_mul_ps(dt, _mm512_loadu_ps(a.AT2 + n * dim + c0)));
+        h[n] = _mm512_fmadd_ps(decay, h[n], _mm512_mul_ps(dtu, _mm512_set1_ps(Bt[n])));
+        acc = _mm512_fmadd_ps(h[n], _mm512_set1_ps(Ct[n]), acc);
+      }
+      __m512 y = _mm512_fmadd_ps(Dv, uv, acc);
+      if (a.z) y = _mm512_mul_ps(y, gates[i]);
+      _mm512_storeu_ps(a.out + (b * a.L + t) * dim + c0, y);
     }
-    const __m512 dt = _mm512_load_ps(lane);
-    const __m512 dtu = _mm512_mul_ps(dt, uv);
-    __m512 acc = _mm512_setzero_ps();
-    for (int64_t n = 0; n < N; ++n) {
-      const __m512 x = _mm512_max_ps(_mm512_mul_ps(dt, _mm512_loadu_ps(a.AT2 + n * dim + c0)), lo);
-      const __m512 k = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-      const __m512 r = _mm512_sub_ps(x, k);
-      __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(1.3276471e-3f), r, _mm512_set1_ps(9.6755410e-3f));
-      p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.5507131e-2f));
-      p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(2.4022120e-1f));
-      p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(6.9314694e-1f));
-      p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-      const __m512 decay = _mm512_scalef_ps(p, k);                    // exp(dt A)
-      h[n] = _mm512_fmadd_ps(decay, h[n], _mm512_mul_ps(dtu, _mm512_set1_ps(Bt[n])));
-      acc = _mm512_fmadd_ps(h[n], _mm512_set1_ps(Ct[n]), acc);
-    }
-    __m512 y = _mm512_fmadd_ps(Dv, uv, acc);
-    if (a.z) {
-      _mm512_store_ps(lane, _mm512_loadu_ps(a.z + b * a.sz_b + t * a.sz_l + c0));
-#pragma omp simd
-      for (int c = 0; c < kLanes; ++c) lane[c] = lane[c] * sigmoid(lane[c]);
-      y = _mm512_mul_ps(y, _mm512_load_ps(lane));
-    }
-    _mm512_storeu_ps(a.out + (b * a.L + t) * dim + c0, y);
   }
 }
 
