@@ -4,8 +4,9 @@
 output rows go straight into the channels-last conv and scan kernels of
 ``mmglobalmamba._C`` and the scan's rows straight into out_proj: the forward makes no
 transposed copies (in the (batch, dim, L) route they cost about as much as the scan
-itself), and the scan forms dt_proj's (batch, L, d_inner) output block by block itself. Backward passes reuse the tested pieces, paying the transposes there: the
-(batch, dim, L) scan kernel's backward and autograd through PyTorch's conv1d.
+itself), and the scan forms dt_proj's (batch, L, d_inner) output block by block itself.
+Backward passes reuse the tested pieces, paying the transposes there: the (batch, dim, L)
+scan kernel's backward and autograd through PyTorch's conv1d.
 """
 import torch
 import torch.nn.functional as F
@@ -31,7 +32,7 @@ class SelectiveScanChannelsLastFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, delta_proj_weight):
-        cd = compute_dtype(u, delta, A, B, C, D, z, delta_bias)
+        cd = compute_dtype(u, delta, A, B, C, D, z, delta_bias, delta_proj_weight)
         out = cpu_kernel().selective_scan_fwd_cl(
             _rows(u, cd), _rows(delta, cd), A.to(cd), _rows(B, cd), _rows(C, cd),
             None if D is None else D.to(cd).contiguous(), _rows(z, cd),
