@@ -72,12 +72,13 @@ done
 # torch's cpp_extension compiles for TORCH_CUDA_ARCH_LIST alone.
 unpack_sdist() {
     local archive="$1" name
-    case "$archive" in
-        *.zip) "$PY" -m zipfile -e "$archive" "$BUILD_ROOT" ;;
-        *) tar -xzf "$archive" -C "$BUILD_ROOT" ;;
+    case "$archive" in  # name: the archive's top-level folder
+        *.zip) "$PY" -m zipfile -e "$archive" "$BUILD_ROOT" &&
+               name="$("$PY" -c 'import sys, zipfile; print(zipfile.ZipFile(sys.argv[1]).namelist()[0].split("/")[0])' "$archive")" ;;
+        *) tar -xzf "$archive" -C "$BUILD_ROOT" &&
+           name="$(tar -tzf "$archive" | head -n 1 | cut -d/ -f1)" ;;
     esac || return 1
-    name="$(basename "$archive")"; name="${name%.tar.gz}"; name="${name%.zip}"
-    [ -f "$BUILD_ROOT/$name/setup.py" ] || return 1
+    [ -n "$name" ] && [ -f "$BUILD_ROOT/$name/setup.py" ] || return 1
     if [ "${GPU_CHECK_ALL_ARCHS:-0}" != 1 ] && [ -n "${TORCH_CUDA_ARCH_LIST:-}" ]; then
         "$PY" - "$BUILD_ROOT/$name/setup.py" <<'EOF' >&2
 import re, sys
