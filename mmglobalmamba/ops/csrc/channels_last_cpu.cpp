@@ -199,20 +199,17 @@ MGM_CLONES void scan_block_vec_f32(const ScanCL<float>& a, int64_t b, int64_t c0
 // 12 of fast_exp2_16.  The lower clamp keeps results out of the denormal range.
 #define MGM_AVX512 __attribute__((target("avx512f"))) inline
 
-MGM_AVX512 __m512 exp2_avx512(__m512 x) {  // same polynomial as fast_exp2_16
+MGM_AVX512 __m512 exp2_avx512(__m512 x) {  // kExp2Poly, as fast_exp2_16
   x = _mm512_max_ps(x, _mm512_set1_ps(-125.0f));
   const __m512 k = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   const __m512 r = _mm512_sub_ps(x, k);
-  __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(1.3276471e-3f), r, _mm512_set1_ps(9.6755410e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.5507131e-2f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(2.4022120e-1f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(6.9314694e-1f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  __m512 p = _mm512_set1_ps(kExp2Poly[0]);
+  for (int i = 1; i < 6; ++i) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kExp2Poly[i]));
   return _mm512_scalef_ps(p, k);
 }
 
-// softplus on 16 lanes, the algorithm of softplus(float) in cpu_math.h (log1p by the Cephes
-// logf polynomial with Goldberg's correction), vectorized: one division per 16 lanes.
+// softplus on 16 lanes, the algorithm of softplus(float) in cpu_math.h (log1p by kLogfPoly
+// with Goldberg's correction), vectorized: one division per 16 lanes.
 MGM_AVX512 __m512 softplus_avx512(__m512 x) {
   const __m512 one = _mm512_set1_ps(1.0f);
   const __m512 e = exp2_avx512(_mm512_mul_ps(_mm512_abs_ps(x), _mm512_set1_ps(-1.44269504f)));
@@ -222,15 +219,8 @@ MGM_AVX512 __m512 softplus_avx512(__m512 x) {
   const __m512 k = _mm512_mask_blend_ps(big, _mm512_setzero_ps(), one);
   const __m512 f = _mm512_sub_ps(m, one);
   const __m512 z = _mm512_mul_ps(f, f);
-  __m512 p = _mm512_set1_ps(7.0376836292e-2f);
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(-1.1514610310e-1f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.1676998740e-1f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(-1.2420140846e-1f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.4249322787e-1f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(-1.6668057665e-1f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.0000714765e-1f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(-2.4999993993e-1f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(3.3333331174e-1f));
+  __m512 p = _mm512_set1_ps(kLogfPoly[0]);
+  for (int i = 1; i < 9; ++i) p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kLogfPoly[i]));
   __m512 l = _mm512_mul_ps(_mm512_mul_ps(f, z), p);
   l = _mm512_fmadd_ps(k, _mm512_set1_ps(-2.12194440e-4f), l);
   l = _mm512_fnmadd_ps(_mm512_set1_ps(0.5f), z, l);

@@ -62,6 +62,15 @@ MGM_INLINE float fast_exp(float x) {
 }
 MGM_INLINE double fast_exp(double x) { return std::exp(x); }
 
+// Polynomial coefficients shared by the scalar and vector versions, highest degree first.
+// log(m) = x - x^2 / 2 + x^3 P(x) with x = m - 1, m in [sqrt(1/2), sqrt(2)) (Cephes logf).
+constexpr float kLogfPoly[9] = {7.0376836292e-2f, -1.1514610310e-1f, 1.1676998740e-1f,
+                                -1.2420140846e-1f, 1.4249322787e-1f, -1.6668057665e-1f,
+                                2.0000714765e-1f, -2.4999993993e-1f, 3.3333331174e-1f};
+// 2^r for |r| <= 1/2, fitted for relative error (max 7.5e-8 in exact arithmetic).
+constexpr float kExp2Poly[6] = {1.3276471e-3f, 9.6755410e-3f, 5.5507131e-2f,
+                                2.4022120e-1f, 6.9314694e-1f, 1.0f};
+
 // log(1 + e) for e in [0, 1], float: log(m 2^k) with m in [sqrt(1/2), sqrt(2)) by the Cephes
 // logf polynomial, then corrected by e / ((1 + e) - 1) so that tiny e keeps full precision.
 MGM_INLINE float log1p_unit(float e) {
@@ -74,15 +83,8 @@ MGM_INLINE float log1p_unit(float e) {
   const float k = big ? 1.0f : 0.0f;
   const float x = m - 1.0f;
   const float z = x * x;
-  float p = 7.0376836292e-2f;
-  p = p * x - 1.1514610310e-1f;
-  p = p * x + 1.1676998740e-1f;
-  p = p * x - 1.2420140846e-1f;
-  p = p * x + 1.4249322787e-1f;
-  p = p * x - 1.6668057665e-1f;
-  p = p * x + 2.0000714765e-1f;
-  p = p * x - 2.4999993993e-1f;
-  p = p * x + 3.3333331174e-1f;
+  float p = kLogfPoly[0];
+  for (int i = 1; i < 9; ++i) p = p * x + kLogfPoly[i];
   float l = x * z * p;
   l += k * -2.12194440e-4f;
   l -= 0.5f * z;
@@ -152,12 +154,8 @@ MGM_INLINE v16 fast_exp2_16(v16 x) {
   // The integer k sits in the low mantissa bits; the constant also adds the bias 127.
   const v16i e = (reinterpret_cast<v16i>(kf) - (0x4B400000 - 127)) << 23;
   const v16 r = x - (kf - shifter);
-  v16 p = splat(1.3276471e-3f);
-  p = p * r + 9.6755410e-3f;
-  p = p * r + 5.5507131e-2f;
-  p = p * r + 2.4022120e-1f;
-  p = p * r + 6.9314694e-1f;
-  p = p * r + 1.0f;
+  v16 p = splat(kExp2Poly[0]);
+  for (int i = 1; i < 6; ++i) p = p * r + kExp2Poly[i];
   return p * reinterpret_cast<v16>(e);
 }
 #else
