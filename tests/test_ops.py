@@ -306,31 +306,47 @@ def _row_leaf(t, pad=3):
     return wide, wide[..., 1:k + 1]
 
 
+def _row_args(kw, skip=()):
+    """Arguments for the channels-last functions from ``make_scan_inputs``' kw: the row
+    inputs as strided views of fresh leaves (``_row_leaf``), other tensors as fresh leaves.
+    Returns (args, leaves)."""
+    args, leaves = {}, {}
+    for k, v in kw.items():
+        if k in skip:
+            continue
+        if k in ROW_INPUTS and v is not None:
+            leaves[k], args[k] = _row_leaf(v)
+        elif torch.is_tensor(v):
+            args[k] = leaves[k] = v.detach().clone().requires_grad_()
+        else:
+            args[k] = v
+    return args, leaves
+
+
+def _row_grads(leaves, kw):
+    """Gradients of ``_row_args``' leaves in the (batch, k, L) conventions of kw; the
+    padding columns around each row view must get none."""
+    grads = {}
+    for k, leaf in leaves.items():
+        if k in ROW_INPUTS:
+            grads[k] = leaf.grad[..., 1:kw[k].shape[1] + 1].transpose(1, 2)
+            assert leaf.grad[..., 0].abs().max() == 0 and leaf.grad[..., -1].abs().max() == 0
+        else:
+            grads[k] = leaf.grad
+    return grads
+
+
 def _channels_last_scan_grads(kw):
     """Output (batch, dim, L) and input gradients of selective_scan_channels_last on
     strided row views, in the (batch, dim, L) conventions of the loop reference."""
-    args, wides = {}, {}
-    for k, v in kw.items():
-        if k in ROW_INPUTS and v is not None:
-            wides[k], args[k] = _row_leaf(v)
-        elif torch.is_tensor(v):
-            args[k] = wides[k] = v.detach().clone().requires_grad_()
-        else:
-            args[k] = v
+    args, leaves = _row_args(kw)
     out = cl_ops.selective_scan_channels_last(**args)               # (batch, L, dim)
     assert out.is_contiguous()
     out = out.transpose(1, 2)
     w = torch.randn(out.shape, generator=torch.Generator().manual_seed(123),
                     dtype=torch.float64)
     (out.double() * w).sum().backward()
-    grads = {}
-    for k, leaf in wides.items():
-        if k in ROW_INPUTS:
-            grads[k] = leaf.grad[..., 1:kw[k].shape[1] + 1].transpose(1, 2)
-            assert leaf.grad[..., 0].abs().max() == 0 and leaf.grad[..., -1].abs().max() == 0
-        else:
-            grads[k] = leaf.grad
-    return out, grads
+    return out, _row_grads(leaves, kw)
 
 
 # dim 16 / 32: full 16-channel vector blocks; 3, 17, 40: a scalar tail block; N = 16 is
@@ -367,16 +383,7 @@ def test_channels_last_scan_forms_delta_from_dt_proj(shape):
     dt = torch.randn(batch, R, L, generator=g) * 0.5                  # (batch, R, L)
     W = (torch.randn(dim, R, generator=g) * 0.5).requires_grad_()
     dt_wide, dt_rows = _row_leaf(dt)
-    args, wides = {}, {}
-    for k, v in kw.items():
-        if k == 'delta':
-            continue
-        if k in ROW_INPUTS and v is not None:
-            wides[k], args[k] = _row_leaf(v)
-        elif torch.is_tensor(v):
-            args[k] = wides[k] = v.detach().clone().requires_grad_()
-        else:
-            args[k] = v
+    args, leaves = _row_args(kw, skip=('delta', ))
     out = cl_ops.selective_scan_channels_last(delta=dt_rows, delta_proj_weight=W, **args)
     w_out = torch.randn(out.shape, generator=g, dtype=torch.float64)
     (out.double() * w_out).sum().backward()
@@ -390,9 +397,7 @@ def test_channels_last_scan_forms_delta_from_dt_proj(shape):
     assert_rel_close(out.transpose(1, 2), ref, 1e-4, 'out')
     assert_rel_close(dt_wide.grad[..., 1:R + 1].transpose(1, 2), dt64.grad, 1e-4, 'd dt')
     assert_rel_close(W.grad, W64.grad, 1e-4, 'dW')
-    for k, leaf in wides.items():
-        grad = (leaf.grad[..., 1:kw[k].shape[1] + 1].transpose(1, 2) if k in ROW_INPUTS
-                else leaf.grad)
+    for k, grad in _row_grads(leaves, kw).items():
         assert_rel_close(grad, ref_leaves[k].grad, 1e-4, 'd' + k)
 
 
