@@ -66,7 +66,7 @@ def main(argv=None):
     from mmengine.config import Config
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
-    from train import prepare_config
+    from train import prepare_config, release_process_group
 
     cfg = Config.fromfile(args.config)
     if args.cfg_options is not None:
@@ -89,6 +89,7 @@ def main(argv=None):
         with open(path, 'w') as f:
             json.dump({k: _jsonable(v) for k, v in metrics.items()}, f, indent=1)
         print(f'metrics written to {path}')
+    release_process_group()
     return metrics
 
 
