@@ -7,6 +7,7 @@ import os.path as osp
 import socket
 import subprocess
 import sys
+import warnings
 
 import pytest
 
@@ -20,10 +21,20 @@ def free_port():
         return s.getsockname()[1]
 
 
+# A rank of a 2-process gloo run on CPU sometimes aborts inside PyTorch's C++ with this
+# message and no Python frame (about 1 run in 7 here, also with nothing of ours running
+# C++ threads); the launch is then repeated once, and the test fails if it happens twice.
+GLOO_ABORT = 'terminate called without an active exception'
+
+
 def run(cmd, env, timeout=600):
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout)
-    out = proc.stdout + proc.stderr
+    for attempt in range(2):
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=timeout)
+        out = proc.stdout + proc.stderr
+        if proc.returncode == 0 or GLOO_ABORT not in out or attempt == 1:
+            break
+        warnings.warn(f'a rank aborted ({GLOO_ABORT!r}); launching once more')
     assert proc.returncode == 0, f'{" ".join(cmd)} failed:\n{out[-6000:]}'
     return out
 
