@@ -22,7 +22,7 @@ def free_port():
 
 
 # A rank of a 2-process gloo run on CPU sometimes aborts inside PyTorch's C++ with this
-# message and no Python frame (about 1 run in 7 here, also with nothing of ours running
+# message and no Python frame (about one launch in ten here, with nothing of ours running
 # C++ threads); the launch is then repeated once, and the test fails if it happens twice.
 GLOO_ABORT = 'terminate called without an active exception'
 
