@@ -64,9 +64,9 @@ def main(argv=None):
     args = parse_args(argv)
     import mmglobalmamba  # noqa: F401  (registers GlobalMamba, checkpoint allow-list)
     from mmengine.config import Config
-    from mmengine.registry import RUNNERS
-    from mmengine.runner import Runner
-    from train import prepare_config, release_process_group
+    from train import prepare_config
+
+    from mmglobalmamba.engine.process_group import release_process_group
 
     cfg = Config.fromfile(args.config)
     if args.cfg_options is not None:
@@ -81,16 +81,24 @@ def main(argv=None):
     if args.show_dir:
         enable_visualization(cfg, args.show_dir)
 
-    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
-    metrics = runner.test()
     from mmengine.dist import is_main_process
-    if is_main_process():  # machine-readable copy of the logged metrics
+    metrics = test(cfg)  # the runner, and the DDP wrapper holding the process group, are gone
+    main_process = is_main_process()  # asked before the group goes: every rank is 0 after
+    release_process_group()
+    if main_process:  # machine-readable copy of the logged metrics
         path = osp.join(cfg.work_dir, 'test_metrics.json')
         with open(path, 'w') as f:
             json.dump({k: _jsonable(v) for k, v in metrics.items()}, f, indent=1)
         print(f'metrics written to {path}')
-    release_process_group()
     return metrics
+
+
+def test(cfg):
+    """Build the runner from ``cfg`` and return its test metrics."""
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    return runner.test()
 
 
 if __name__ == '__main__':

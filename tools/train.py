@@ -115,8 +115,8 @@ def main(argv=None):
     args = parse_args(argv)
     import mmglobalmamba  # noqa: F401  (registers GlobalMamba, checkpoint allow-list)
     from mmengine.config import Config
-    from mmengine.registry import RUNNERS
-    from mmengine.runner import Runner
+
+    from mmglobalmamba.engine.process_group import release_process_group
 
     cfg = Config.fromfile(args.config)
     if args.cfg_options is not None:
@@ -132,20 +132,19 @@ def main(argv=None):
         cfg.resume = True
         cfg.load_from = args.resume
 
-    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
-    runner.train()
-    from mmengine.dist import get_rank, get_world_size
-    print(f'rank {get_rank()}/{get_world_size()} finished training', flush=True)
+    train(cfg)
     release_process_group()
 
 
-def release_process_group():
-    """Destroy the process group before the interpreter exits: left to static destructors,
-    gloo's threads can abort a finished rank ("terminate called without an active
-    exception", about one multi-process CPU run in four here)."""
-    import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+def train(cfg):
+    """Build the runner and train; the runner (and the DDP wrapper holding the process group)
+    is gone when this returns, so :func:`release_process_group` can free the group."""
+    from mmengine.dist import get_rank, get_world_size
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    runner.train()
+    print(f'rank {get_rank()}/{get_world_size()} finished training', flush=True)
 
 
 if __name__ == '__main__':
