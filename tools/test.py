@@ -82,7 +82,7 @@ def main(argv=None):
         enable_visualization(cfg, args.show_dir)
 
     from mmengine.dist import is_main_process
-    metrics = test(cfg)  # the runner, and the DDP wrapper holding the process group, are gone
+    metrics = evaluate(cfg)  # the runner, and the DDP wrapper holding the process group, are gone
     main_process = is_main_process()  # asked before the group goes: every rank is 0 after
     release_process_group()
     if main_process:  # machine-readable copy of the logged metrics
@@ -93,7 +93,7 @@ def main(argv=None):
     return metrics
 
 
-def test(cfg):
+def evaluate(cfg):
     """Build the runner from ``cfg`` and return its test metrics."""
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
