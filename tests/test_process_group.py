@@ -12,6 +12,7 @@ import textwrap
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+needs_proc = pytest.mark.skipif(not os.path.isdir('/proc/self/task'), reason='counts threads in /proc')
 
 SCRIPT = textwrap.dedent("""
     import os, socket, sys
@@ -51,7 +52,7 @@ def run_script(mode):
     return int(before), int(running), int(after), initialized
 
 
-@pytest.mark.skipif(not os.path.isdir('/proc/self/task'), reason='counts threads in /proc')
+@needs_proc
 def test_release_joins_gloo_threads():
     before, running, after, initialized = run_script('drop')
     assert running > before  # gloo's workers and transport loop
@@ -59,7 +60,7 @@ def test_release_joins_gloo_threads():
     assert initialized == 'False'
 
 
-@pytest.mark.skipif(not os.path.isdir('/proc/self/task'), reason='counts threads in /proc')
+@needs_proc
 def test_a_live_ddp_wrapper_keeps_the_threads():
     """Why tools/train.py drops its runner first: destroying the group is not enough."""
     before, running, after, _ = run_script('keep')
