@@ -37,10 +37,17 @@ model = dict(
         final_norm=True,
         out_norm_cfg=dict(type='LN', eps=1e-6),
         norm_cfg=norm_cfg,
+        # Activation checkpointing: turn on when a 16-24 GB GPU runs out of memory (or for
+        # larger batches). Same loss and gradients; keeps only each block's input and
+        # recomputes the block in backward, for about one more forward pass per step.
+        with_cp=False,
         init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
     neck=dict(in_channels=[embed_dims] * 4))
 
 # AdamW with layer-wise lr decay (as for plain ViT/Vim backbones; decay rate not tuned by us)
+# Mixed precision: `tools/train.py CONFIG --amp` (fp16 AmpOptimWrapper on CUDA; bf16 autocast
+# on CPU for segmentors), or in the config:
+#   optim_wrapper = dict(type='AmpOptimWrapper', dtype='float16', loss_scale='dynamic', ...)
 optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',

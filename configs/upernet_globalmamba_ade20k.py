@@ -39,6 +39,10 @@ model = dict(
         final_norm=True,
         out_norm_cfg=dict(type='LN', eps=1e-6),
         norm_cfg=norm_cfg,
+        # Activation checkpointing: turn on when a 16-24 GB GPU runs out of memory (or for
+        # larger batches). Same loss and gradients; keeps only each block's input and
+        # recomputes the block in backward, for about one more forward pass per step.
+        with_cp=False,
         init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
     decode_head=dict(
         in_channels=[embed_dims] * 4,
@@ -53,6 +57,9 @@ model = dict(
     test_cfg=dict(mode='slide', crop_size=crop_size, stride=(341, 341)))
 
 # AdamW with layer-wise lr decay (Vim's fine-tuning recipe: lr 1e-4, wd 0.05, decay 0.92).
+# Mixed precision: `tools/train.py CONFIG --amp` (fp16 AmpOptimWrapper on CUDA; bf16 autocast
+# on CPU for segmentors), or in the config:
+#   optim_wrapper = dict(type='AmpOptimWrapper', dtype='float16', loss_scale='dynamic', ...)
 optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',

@@ -1,10 +1,20 @@
 """Throughput (images/s) and peak memory of GlobalMamba backbones and full models, per scan
-backend and batch size. Random weights and inputs; prints a table at the end.
+backend and batch size (``--mode infer``), or the cost of a full train step (``--mode
+train``). Random weights and inputs; prints a table at the end.
 
     python tools/benchmark_throughput.py --arch tiny --shape 512 512 --batch-size 1 2
     python tools/benchmark_throughput.py --arch tiny --backend cpu torch --iters 3
     python tools/benchmark_throughput.py configs/upernet_globalmamba_ade20k.py --shape 512 512
     python tools/benchmark_throughput.py --arch small --device cuda --backend cuda cpu ...
+
+Train mode times whole steps (forward, loss, backward, optimizer step; the Runner's
+``train_step``) with and without ``with_cp``, in fp32 and in the mixed precision the device
+has (CUDA fp16, CPU bf16), and prints the ``with_cp`` savings of the tiny backbone and the
+GlobalMamba / Vim step-time ratio. A model may carry its own input size as ``NAME@HxW``::
+
+    python tools/benchmark_throughput.py --mode train --batch-size 2 --arch tiny@800x1344 \
+        configs/upernet_globalmamba_ade20k.py@512x512 configs/upernet_vim-tiny_ade20k.py@512x512 \
+        configs/mask-rcnn_globalmamba_fpn_1x_coco.py@800x1344
 
 Peak memory: CUDA ``max_memory_allocated``; CPU the resident-set high-water mark reset
 before each run (see ``mmglobalmamba/analysis/benchmark.py``), both above the memory held
@@ -34,7 +44,13 @@ def parse_args(argv=None):
     parser.add_argument('--backend', nargs='+', default=None,
                         help='scan backends (cuda, cpu, torch); default: every available')
     parser.add_argument('--mode', choices=['infer', 'train'], default='infer',
-                        help='infer: eval + no grad; train: forward + backward')
+                        help='infer: eval + no grad; train: full train steps (forward, loss, '
+                        'backward, optimizer step)')
+    parser.add_argument('--with-cp', choices=['off', 'on', 'both'], default='both',
+                        help='train mode: activation checkpointing of the backbone blocks')
+    parser.add_argument('--precision', nargs='+', choices=['fp32', 'fp16', 'bf16'],
+                        default=None, help='train mode: default fp32 and the device\'s mixed '
+                        'precision (CUDA fp16, CPU bf16)')
     parser.add_argument('--iters', type=int, default=5, help='timed calls per run')
     parser.add_argument('--warmup', type=int, default=1, help='untimed calls per run')
     parser.add_argument('--device', default=None, help='cpu or cuda (default: cuda if any)')
@@ -47,9 +63,68 @@ def parse_args(argv=None):
     return args
 
 
+def split_spec(spec, default_shapes):
+    """'NAME@HxW' -> (NAME, [(H, W)]); a plain NAME takes ``default_shapes``."""
+    if '@' not in spec:
+        return spec, default_shapes
+    name, size = spec.rsplit('@', 1)
+    try:
+        H, W = (int(v) for v in size.lower().split('x'))
+    except ValueError:
+        raise SystemExit(f'bad size in {spec!r}: write NAME@HxW, e.g. tiny@800x1344')
+    return name, [(H, W)]
+
+
+def train_main(args, argv):
+    """--mode train: full train steps, with / without with_cp, fp32 / mixed precision."""
+    import torch
+    from tqdm import tqdm
+
+    from mmglobalmamba.analysis.train_step import (format_train_table, time_train_step,
+                                                   train_targets)
+    from mmglobalmamba.ops import scan_backend
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    precisions = args.precision or ['fp32', 'fp16' if device.type == 'cuda' else 'bf16']
+    if device.type == 'cpu' and 'fp16' in precisions:
+        sys.exit('fp16 mixed precision needs CUDA; use bf16 on CPU')
+    cps = {'off': [False], 'on': [True], 'both': [False, True]}[args.with_cp]
+    backend = (args.backend or [None])[0]
+    runs = []
+    for spec in args.arch + args.configs:
+        what, shapes = split_spec(spec, args.shape)
+        name = os.path.splitext(os.path.basename(what))[0] if what.endswith('.py') \
+            else f'GlobalMamba-{what}'
+        runs += [(what, name, s, b, cp, p) for s in shapes for b in args.batch_size
+                 for p in precisions for cp in cps]
+    bar = tqdm(total=len(runs) * (args.iters + args.warmup), unit='step', dynamic_ncols=True)
+    results = []
+    for what, name, shape, batch, cp, prec in runs:
+        bar.set_description(f'{name} {shape[0]}x{shape[1]} b{batch} cp={int(cp)} {prec}')
+        with scan_backend(backend):
+            results.append(time_train_step(what, shape, batch, cp, prec, device,
+                                           iters=args.iters, warmup=args.warmup, name=name,
+                                           progress=bar))
+    bar.close()
+    where = (torch.cuda.get_device_name(device) if device.type == 'cuda' else
+             f'CPU {platform.processor() or platform.machine()}, '
+             f'{torch.get_num_threads()} threads')
+    load = os.getloadavg()[0] if hasattr(os, 'getloadavg') else float('nan')
+    print(f'\ntrain steps, {where}, torch {torch.__version__}; {args.warmup} warm-up + '
+          f'{args.iters} timed steps per row; load average {load:.1f} at the end')
+    if args.markdown:
+        print(f'\nCommand: `python tools/benchmark_throughput.py {" ".join(argv)}`\n')
+    print(format_train_table(results, markdown=args.markdown))
+    for line in train_targets(results, device.type):
+        print(line)
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    if args.mode == 'train':
+        return train_main(args, argv)
     import torch
     from tqdm import tqdm
 
@@ -68,8 +143,9 @@ def main(argv=None):
             sys.exit(f'scan backend {b!r} cannot run on {device} here (available: {usable})')
 
     models = [('arch', a) for a in args.arch] + [('cfg', c) for c in args.configs]
-    runs = [(m, s, b, n) for m in models for s in args.shape for b in backends
-            for n in args.batch_size]
+    runs = [((kind, what), s, b, n) for kind, spec in models
+            for what, shapes in [split_spec(spec, args.shape)] for s in shapes
+            for b in backends for n in args.batch_size]
     bar = tqdm(total=len(runs) * (args.iters + args.warmup), unit='call', dynamic_ncols=True)
     results, built = [], {}
     for (kind, what), shape, backend, batch in runs:
@@ -94,7 +170,7 @@ def main(argv=None):
                 return (x.to(device), )
         bar.set_description(f'{name} {shape[0]}x{shape[1]} {backend} b{batch}')
         results.append(benchmark(module, make_inputs, name, shape, backend, batch,
-                                 mode=args.mode, iters=args.iters, warmup=args.warmup,
+                                 mode='infer', iters=args.iters, warmup=args.warmup,
                                  device=device, progress=bar))
     bar.close()
 

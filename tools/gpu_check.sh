@@ -2,6 +2,7 @@
 # GPU check of the selective-scan kernels, for a CUDA machine without network:
 #
 #     bash tools/gpu_check.sh [SDIST_DIR]
+#     bash tools/gpu_check.sh --cpu-config-stage   # stage 6 alone, on CPU at 64 px
 #
 # 1. picks a python whose torch sees CUDA ($PYTHON, .venv/bin/python, python3, python);
 # 2. makes causal-conv1d and mamba-ssm importable: kept if already installed, else installed
@@ -13,11 +14,23 @@
 #    (GPU_CHECK_ALL_ARCHS=1 keeps them all: a ~9x longer build);
 # 3. builds our CPU kernel in place (so the CPU cases of the tests run too);
 # 4. runs tests/test_ops.py, CUDA cases included;
-# 5. prints CUDA-vs-PyTorch agreement and speed-ups for the scan and the tiny backbone.
+# 5. prints CUDA-vs-PyTorch agreement and speed-ups for the scan and the tiny backbone;
+# 6. the config stage: UperNet-GlobalMamba-T (ADE20K layout, 512x512), Mask R-CNN-GlobalMamba-T
+#    (COCO layout, 1333x800) and UperNet-Vim-T, 20 train iterations each on generated data,
+#    batch 2, fp16 AMP, with and without with_cp, then a short evaluation; prints it/s, peak
+#    memory, first / last loss (tools/trial_runs.py). --cpu-config-stage runs only this stage,
+#    on CPU at 64 px, 2 iterations, fp32, so the script is checked without a GPU.
 # Build logs go to $LOG_DIR (default /tmp/gpu_check_logs). Exit status 0 = all good.
 set -uo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
+TRIAL_WORK_DIR="${TRIAL_WORK_DIR:-work_dirs/gpu_check_trials}"
+if [ "${1:-}" = "--cpu-config-stage" ]; then
+    PY="${PYTHON:-.venv/bin/python}"
+    printf '\n== config stage on CPU (64 px, 2 iterations, fp32) ==\n'
+    exec "$PY" tools/trial_runs.py --size 64 --iters 2 --precision fp32 \
+        --work-dir "$TRIAL_WORK_DIR"
+fi
 SDIST_DIR="${1:-${SDIST_DIR:-./shared/sdists}}"
 LOG_DIR="${LOG_DIR:-/tmp/gpu_check_logs}"
 BUILD_ROOT="${BUILD_ROOT:-/tmp/gpu_check_src}"
@@ -167,6 +180,10 @@ fi
 
 say "CUDA vs PyTorch: agreement and speed-ups"
 "$PY" tools/gpu_check.py || status=1
+
+say "config stage: 20 iterations at the real resolution, fp16 AMP, with_cp off / on"
+"$PY" tools/trial_runs.py --iters 20 --precision fp16 --require-cuda-kernels \
+    --work-dir "$TRIAL_WORK_DIR" || status=1
 
 say "gpu_check: $([ "$status" = 0 ] && echo OK || echo 'FAILED (see above)')"
 exit "$status"

@@ -13,7 +13,6 @@ Examples::
     tools/dist_train.sh CONFIG 8
 """
 import argparse
-import logging
 import os
 import os.path as osp
 import sys
@@ -30,7 +29,12 @@ def parse_args(argv=None):
         '--resume', nargs='?', type=str, const='auto',
         help='resume training: from the latest checkpoint in the work dir if no path is '
         'given, else from the given checkpoint')
-    parser.add_argument('--amp', action='store_true', help='automatic mixed precision')
+    parser.add_argument(
+        '--amp', action='store_true',
+        help='mixed precision: AmpOptimWrapper on CUDA (fp16 by default), bf16 autocast on '
+        'CPU (segmentors; mmcv\'s CPU NMS/RoIAlign are fp32-only)')
+    parser.add_argument('--amp-dtype', choices=['float16', 'bfloat16'], default=None,
+                        help='autocast dtype for --amp (CUDA default float16, CPU bfloat16)')
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
         help='override config settings, key=value pairs such as train_cfg.max_iters=100')
@@ -93,30 +97,12 @@ def work_dir_of(cfg, args):
     return osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
 
 
-def enable_amp(cfg):
-    """Switch the optim wrapper to mmengine's AmpOptimWrapper (needs CUDA)."""
-    import torch
-    from mmengine.logging import print_log
-    if not torch.cuda.is_available():
-        raise RuntimeError('--amp needs a CUDA GPU (mmengine\'s AmpOptimWrapper); drop --amp '
-                           'to train in fp32 on this machine')
-    wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
-    if wrapper == 'AmpOptimWrapper':
-        print_log('AMP is already enabled in the config', logger='current',
-                  level=logging.WARNING)
-        return
-    if wrapper != 'OptimWrapper':
-        raise ValueError(f'--amp needs optim_wrapper.type OptimWrapper, got {wrapper}')
-    cfg.optim_wrapper.type = 'AmpOptimWrapper'
-    cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
-
-
 def main(argv=None):
     args = parse_args(argv)
     import mmglobalmamba  # noqa: F401  (registers GlobalMamba, checkpoint allow-list)
     from mmengine.config import Config
 
-    from mmglobalmamba.engine.process_group import release_process_group
+    from mmglobalmamba.engine import enable_amp, release_process_group
 
     cfg = Config.fromfile(args.config)
     if args.cfg_options is not None:
@@ -124,7 +110,9 @@ def main(argv=None):
     cfg = prepare_config(cfg, args.launcher)
     cfg.work_dir = work_dir_of(cfg, args)
     if args.amp:
-        enable_amp(cfg)
+        enable_amp(cfg, args.amp_dtype)
+    elif args.amp_dtype is not None:
+        raise SystemExit('--amp-dtype needs --amp')
     if args.resume == 'auto':
         cfg.resume = True
         cfg.load_from = None

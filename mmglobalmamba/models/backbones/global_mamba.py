@@ -15,6 +15,7 @@ import math
 
 import torch
 import torch.nn as nn
+import torch.utils.checkpoint as cp
 from mmcv.cnn import build_norm_layer
 from mmengine.logging import MMLogger
 from mmengine.model import BaseModule
@@ -78,6 +79,10 @@ class GlobalMamba(BaseModule):
             of bands 0..K-2, after the pyramid outputs.
         frozen_stages (int): freeze patch embedding, positions and the first n blocks.
         norm_eval (bool): keep the pyramid's BN layers in eval mode while training.
+        with_cp (bool): activation checkpointing per block (mmseg's ``with_cp``): keep only
+            each block's input and recompute the block in the backward pass (non-reentrant
+            ``torch.utils.checkpoint``, RNG state replayed so drop path drops the same
+            samples). Same loss and gradients, much less memory, about one more forward.
         init_cfg (dict | None): e.g. ``dict(type='Pretrained', checkpoint=PATH)`` with a
             released classifier checkpoint or (with ``prefix='backbone.'``) a full model.
     """
@@ -93,7 +98,7 @@ class GlobalMamba(BaseModule):
                  drop_path_rate=0., final_norm=True,
                  out_norm_cfg=dict(type='LN', eps=1e-6),
                  norm_cfg=dict(type='BN', requires_grad=True), with_band_maps=False,
-                 frozen_stages=-1, norm_eval=False, init_cfg=None):
+                 frozen_stages=-1, norm_eval=False, with_cp=False, init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         self.arch_settings = self._parse_arch(arch)
         self.embed_dims = D = self.arch_settings['embed_dims']
@@ -104,6 +109,7 @@ class GlobalMamba(BaseModule):
         self.with_band_maps = with_band_maps
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
+        self.with_cp = with_cp
 
         if serialization == 'frequency':
             self.serializer = FrequencySerializer(num_bands, patch_size)
@@ -263,11 +269,19 @@ class GlobalMamba(BaseModule):
         tokens = insert_middle_cls(tokens, cls)
         return self.pos_drop(tokens + self.band_pos_embed(grids)), grids
 
+    def run_block(self, layer, h):
+        """One block on the stream (B, N + 1, D), checkpointed when ``with_cp`` and a
+        gradient will flow through it (frozen blocks on a frozen stream are not)."""
+        if self.with_cp and torch.is_grad_enabled() and (
+                h.requires_grad or any(p.requires_grad for p in layer.parameters())):
+            return cp.checkpoint(layer, h, use_reentrant=False, preserve_rng_state=True)
+        return layer(h)
+
     def forward_tokens(self, x):
         """The released classifier's final features: norm_f of the last stream (B, N+1, D)."""
         h, _ = self.embed(x)
         for layer in self.layers:
-            h = layer(h)
+            h = self.run_block(layer, h)
         return self.norm_f(h)
 
     def restore(self, tokens, grids):
@@ -278,7 +292,7 @@ class GlobalMamba(BaseModule):
         h, grids = self.embed(x)  # (B, N + 1, D)
         outs, band_maps = [None] * len(self.out_indices), [None] * len(self.out_indices)
         for i, layer in enumerate(self.layers):
-            h = layer(h)
+            h = self.run_block(layer, h)
             for j, idx in enumerate(self.out_indices):
                 if idx != i:
                     continue
