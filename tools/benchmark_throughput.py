@@ -23,7 +23,6 @@ untimed and ``--iters`` timed calls.
 """
 import argparse
 import os
-import platform
 import sys
 import warnings
 
@@ -80,6 +79,7 @@ def train_main(args, argv):
     import torch
     from tqdm import tqdm
 
+    from mmglobalmamba.analysis.benchmark import describe_machine
     from mmglobalmamba.analysis.train_step import (format_train_table, time_train_step,
                                                    train_targets)
     from mmglobalmamba.ops import scan_backend
@@ -107,12 +107,8 @@ def train_main(args, argv):
                                            iters=args.iters, warmup=args.warmup, name=name,
                                            progress=bar))
     bar.close()
-    where = (torch.cuda.get_device_name(device) if device.type == 'cuda' else
-             f'CPU {platform.processor() or platform.machine()}, '
-             f'{torch.get_num_threads()} threads')
-    load = os.getloadavg()[0] if hasattr(os, 'getloadavg') else float('nan')
-    print(f'\ntrain steps, {where}, torch {torch.__version__}; {args.warmup} warm-up + '
-          f'{args.iters} timed steps per row; load average {load:.1f} at the end')
+    print(f'\ntrain steps, {describe_machine(device)}; {args.warmup} warm-up + '
+          f'{args.iters} timed steps per row')
     if args.markdown:
         print(f'\nCommand: `python tools/benchmark_throughput.py {" ".join(argv)}`\n')
     print(format_train_table(results, markdown=args.markdown))
@@ -129,7 +125,7 @@ def main(argv=None):
     from tqdm import tqdm
 
     from mmglobalmamba.analysis import build_backbone, build_model_from_config, model_inputs
-    from mmglobalmamba.analysis.benchmark import benchmark
+    from mmglobalmamba.analysis.benchmark import benchmark, describe_machine
     from mmglobalmamba.ops import available_backends
 
     if args.threads:
@@ -174,13 +170,8 @@ def main(argv=None):
                                  device=device, progress=bar))
     bar.close()
 
-    where = (torch.cuda.get_device_name(device) if device.type == 'cuda' else
-             f'CPU {platform.processor() or platform.machine()}, '
-             f'{torch.get_num_threads()} threads')
-    load = os.getloadavg()[0] if hasattr(os, 'getloadavg') else float('nan')
-    print(f'\n{args.mode}, {where}, torch {torch.__version__}; '
-          f'{args.warmup} warm-up + {args.iters} timed calls per row; '
-          f'load average {load:.1f} at the end')
+    print(f'\n{args.mode}, {describe_machine(device)}; '
+          f'{args.warmup} warm-up + {args.iters} timed calls per row')
     header = ['model', 'input', 'backend', 'batch', 'images/s', 'ms/batch', 'best ms',
               'peak MiB']
     rows = [[r.name, f'{r.shape[0]}x{r.shape[1]}', r.backend, str(r.batch_size),

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ['BenchResult', 'PeakMemory', 'benchmark']
+__all__ = ['BenchResult', 'PeakMemory', 'benchmark', 'describe_machine']
 
 _MiB = 1024 * 1024
 
@@ -100,6 +100,19 @@ class BenchResult:
     best_ms: float
     peak_mib: float
     peak_exact: bool
+
+
+def describe_machine(device):
+    """'NVIDIA H200' or 'CPU x86_64, 2 threads', the torch version and the load average:
+    the line every benchmark table is printed under."""
+    import os
+    import platform
+    device = torch.device(device)
+    where = (torch.cuda.get_device_name(device) if device.type == 'cuda' else
+             f'CPU {platform.processor() or platform.machine()}, '
+             f'{torch.get_num_threads()} threads')
+    load = os.getloadavg()[0] if hasattr(os, 'getloadavg') else float('nan')
+    return f'{where}, torch {torch.__version__}; load average {load:.1f} at the end'
 
 
 def _sync(device):
