@@ -2,7 +2,7 @@
 
 Accepted files (all loaded with ``weights_only=True``; nothing in them is executed):
 
-* the released classifier format (DESIGN 2.10): weights under ``'model'`` next to
+* the released classifier format (docs/algorithm.md 5): weights under ``'model'`` next to
   ``'optimizer'``, ``'epoch'`` and an ``argparse.Namespace`` in ``'args'``; the ``head`` is
   dropped and ``pos_embed`` is resized per band to the backbone's layout;
 * mmengine checkpoints of our own models (``'state_dict'``), with ``prefix='backbone.'``;

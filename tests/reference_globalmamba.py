@@ -1,5 +1,5 @@
 """An independent, straightforward implementation of the released GlobalMamba classifier
-(DESIGN section 2), used by the tests as ground truth.
+(docs/algorithm.md, section 2), used by the tests as ground truth.
 
 It shares no code with the package: scipy DCTs with torch_dct's norm=None scaling, masks
 built as the authors did (triu + rot90 + zero padding, square images only), a causal conv
@@ -101,7 +101,7 @@ def released_forward(x, sd, depth=24, K=4):
 
 
 def released_checkpoint(state_dict, num_classes=1000):
-    """Wrap backbone weights in the released classifier's file layout (DESIGN 2.10)."""
+    """Wrap backbone weights in the released classifier's file layout (docs/algorithm.md 5)."""
     import argparse
     model = {k: v.clone() for k, v in state_dict.items()
              if not k.startswith(('out_norms.', 'pyramid.'))}

@@ -1,6 +1,6 @@
 """GlobalMamba: Vision Mamba over a frequency-ordered token sequence, for dense prediction.
 
-Data flows one way (DESIGN 2-3)::
+Data flows one way (docs/algorithm.md, sections 2-4)::
 
     image (B, 3, H, W)
       -> serializer: band tokens low -> high frequency (B, N, D), grids [(h_b, w_b)]

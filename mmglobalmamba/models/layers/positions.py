@@ -1,4 +1,4 @@
-"""Per-band resizing of a cls-aware absolute position embedding (DESIGN 3).
+"""Per-band resizing of a cls-aware absolute position embedding (docs/algorithm.md 2.7).
 
 The embedding is stored at the pretraining layout: band tokens of the pretraining grids with
 the cls entry at index N0 // 2. For another input size each band's slice is resized on its

@@ -1,6 +1,6 @@
 """Image -> token sequence orders, and the way back to spatial maps.
 
-``FrequencySerializer`` is GlobalMamba's order (DESIGN 2.1-2.5): K cumulative DCT low-pass
+``FrequencySerializer`` is GlobalMamba's order (docs/algorithm.md, 2.1-2.5): K cumulative DCT low-pass
 images of the input, each patch-embedded by the one shared patch embedding, resized to a grid
 that grows with the band, and concatenated from the lowest band to the full image.
 ``RasterSerializer`` is Vim's row-major order over one grid, for baselines.
@@ -97,7 +97,7 @@ class FrequencySerializer(_Serializer):
         self.patch_size = patch_size
 
     def band_grids(self, H, W):
-        """Token grid (h_b, w_b) of every band, low to high: DESIGN 2.4, at least 1x1."""
+        """Token grid (h_b, w_b) of every band, low to high: docs/algorithm.md 2.4, at least 1x1."""
         self.check_size(H, W)
         K, p = self.num_bands, self.patch_size
         return [(max(1, int((H // 2 ** (K - 1 - b)) / p)),
