@@ -53,7 +53,7 @@ optim_wrapper = dict(
     type='OptimWrapper',
     optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05),
     constructor='GlobalMambaLayerDecayOptimizerConstructor',
-    paramwise_cfg=dict(num_layers=24, layer_decay_rate=0.92),
+    paramwise_cfg=dict(layer_decay_rate=0.92),
     clip_grad=dict(max_norm=1.0, norm_type=2))
 
 param_scheduler = [

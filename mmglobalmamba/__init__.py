@@ -1,13 +1,26 @@
 """mmglobalmamba: GlobalMamba backbones for mmsegmentation and mmdetection.
 
-Importing the package registers its modules (``custom_imports=dict(imports=['mmglobalmamba'])``
-in a config). It never imports mamba_ssm or causal_conv1d here: the CUDA kernels are looked
-up lazily on first use.
+``mmglobalmamba.ops`` (the selective scan and its kernels) needs torch alone. The rest needs
+the OpenMMLab stack; when mmengine is installed, importing the package
+
+* registers the models, optimizer constructors and wrappers (what
+  ``custom_imports=dict(imports=['mmglobalmamba'])`` in a config relies on), and
+* turns on safe checkpoint loading (:func:`~mmglobalmamba.checkpoint_safety.use_safe_checkpoint_loading`;
+  README, "Checkpoint safety").
+
+It never imports mamba_ssm or causal_conv1d here: the CUDA kernels are looked up lazily on
+first use.
 """
+import importlib.util
+
 from .version import __version__
-from . import compat  # noqa: F401  (torch>=2.6 checkpoint loading for mmengine files)
 from . import ops  # noqa: F401
-from . import models  # noqa: F401
-from . import engine  # noqa: F401
+
+if importlib.util.find_spec('mmengine') is not None:
+    from .checkpoint_safety import use_safe_checkpoint_loading
+
+    use_safe_checkpoint_loading()
+    from . import models  # noqa: F401,E402
+    from . import engine  # noqa: F401,E402
 
 __all__ = ['__version__']

@@ -5,8 +5,9 @@ import copy
 import pytest
 import torch
 
-from mmglobalmamba.checkpoint import (CheckpointMismatchError, adapt_state_dict,
-                                      convert_classifier_checkpoint)
+from mmglobalmamba.models.backbones.checkpoint import (CheckpointMismatchError,
+                                                      adapt_state_dict,
+                                                      convert_classifier_checkpoint)
 from mmglobalmamba.models.backbones import GlobalMamba
 from reference_globalmamba import randomize_, released_checkpoint, released_forward
 
@@ -46,10 +47,11 @@ def test_final_features_equal_the_released_model(tmp_path):
 @pytest.mark.parametrize('size', [(512, 512), (800, 1344)])
 def test_pyramid_shapes_forward_backward(size):
     torch.manual_seed(0)
-    model = GlobalMamba('tiny', drop_path_rate=0.1, with_band_maps=True)
+    model = GlobalMamba('tiny', drop_path_rate=0.1)
     model.train()
     x = torch.randn(2, 3, *size)
-    outs = model(x)
+    outs, band_maps = model.forward_band_maps(x)
+    outs = outs + tuple(m for maps in band_maps for m in maps)
     h, w = size[0] // 16, size[1] // 16
     expect = [(h * 4, w * 4), (h * 2, w * 2), (h, w), (h // 2, w // 2)]
     assert [tuple(o.shape) for o in outs[:4]] == [(2, 192, *s) for s in expect]
@@ -126,8 +128,8 @@ def test_classifier_checkpoint_into_other_pretraining_size(tmp_path):
 
 def test_conversion_report(tmp_path):
     path, _ = _released_file(tmp_path)
-    report = convert_classifier_checkpoint(path, str(tmp_path / 'bb.pth'), arch='tiny',
-                                           img_size=512)
+    report = convert_classifier_checkpoint(path, str(tmp_path / 'bb.pth'),
+                                           GlobalMamba('tiny', img_size=512))
     assert report['dropped'] == ['head.weight', 'head.bias']
     assert report['resized'] == ['pos_embed (1, 256, 192) -> (1, 1361, 192)']
     assert not report['unexpected']

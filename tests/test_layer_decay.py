@@ -2,18 +2,16 @@
 mmdet model, and bare) lands in exactly one param group with the lr and weight decay that the
 rules give, computed here from the parameter names alone."""
 import os.path as osp
-import sys
 
 import pytest
 import torch
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, osp.join(ROOT, 'tools'))
+import mmglobalmamba  # noqa: F401
+from mmglobalmamba.engine.config import build_model_on_cpu
 
-import mmglobalmamba  # noqa: E402,F401
-from check_config import build_model  # noqa: E402
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 NO_DECAY_LEAVES = {'A_log', 'A_b_log', 'D', 'D_b', 'bias'}
 
@@ -71,7 +69,7 @@ OPTIM = dict(
 ])
 def test_groups_in_full_models(config):
     cfg = Config.fromfile(osp.join(ROOT, config))
-    model = build_model(cfg)
+    model = build_model_on_cpu(cfg)
     by_name, _ = check_groups(model, OPTIM)
     lr, wd, r = 2e-4, 0.05, 0.9
     spot = {
@@ -126,3 +124,23 @@ def test_frozen_parameters_are_left_out_and_bad_depth_is_an_error():
         build_optim_wrapper(backbone, bad)
     with pytest.raises(KeyError, match='layer_decay_rate'):
         build_optim_wrapper(backbone, dict(OPTIM, paramwise_cfg=dict(num_layers=24)))
+
+
+def test_num_layers_comes_from_the_model():
+    """Without paramwise_cfg.num_layers the depth is the backbone's: a 6-block backbone gets
+    the same groups as with num_layers=6 written out, inside a full model and bare."""
+    from mmglobalmamba.registry import MODELS
+    backbone = MODELS.build(dict(type='GlobalMamba', arch=dict(embed_dims=64, depth=6),
+                                 img_size=64, out_indices=(1, 3, 4, 5)))
+    implicit = dict(OPTIM, paramwise_cfg=dict(layer_decay_rate=0.9))
+    explicit = dict(OPTIM, paramwise_cfg=dict(num_layers=6, layer_decay_rate=0.9))
+    by_name, _ = check_groups(backbone, explicit, prefix='')
+    lrs = {n: g['lr'] for n, g in by_name.items()}
+    wrapper = build_optim_wrapper(backbone, implicit)
+    got = {n: g['lr'] for g in wrapper.optimizer.param_groups for n in g['param_names']}
+    assert got == pytest.approx(lrs)
+    assert got['layers.0.mixer.in_proj.weight'] == pytest.approx(2e-4 * 0.9 ** 6)
+    with pytest.raises(ValueError, match='num_layers is 24, but the backbone has depth 6'):
+        build_optim_wrapper(backbone, OPTIM)
+    with pytest.raises(TypeError, match='needs a backbone with a `depth`'):
+        build_optim_wrapper(torch.nn.Linear(2, 2), implicit)

@@ -39,3 +39,28 @@ def test_import_does_not_load_cuda_kernels():
     code = ('import mmglobalmamba, sys; '
             "assert 'mamba_ssm' not in sys.modules and 'causal_conv1d' not in sys.modules")
     subprocess.run([sys.executable, '-c', code], check=True, timeout=300)
+
+
+def test_ops_import_with_torch_alone():
+    """On a bare machine (a GPU box with torch and the kernels only) the ops import and run
+    without the OpenMMLab stack, and nothing of it gets imported."""
+    code = textwrap.dedent('''
+        import sys
+        STACK = ('mmengine', 'mmcv', 'mmseg', 'mmdet')
+        for name in STACK:
+            sys.modules[name] = None  # as if not installed
+        import torch
+        from mmglobalmamba import ops
+        u = torch.randn(1, 4, 5)
+        out = ops.selective_scan(u, torch.rand(1, 4, 5), -torch.rand(4, 2), torch.randn(1, 2, 5),
+                                 torch.randn(1, 2, 5), backend='torch')
+        assert out.shape == (1, 4, 5)
+        loaded = [m for m in sys.modules if m.split('.')[0] in STACK and sys.modules[m]]
+        assert not loaded, loaded
+        assert 'mmglobalmamba.models' not in sys.modules
+        print('ops ok')
+    ''')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert 'ops ok' in out.stdout

@@ -17,8 +17,6 @@ import os
 import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
-
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -36,12 +34,13 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from mmglobalmamba.checkpoint import convert_classifier_checkpoint
+    from mmglobalmamba.models import GlobalMamba
+    from mmglobalmamba.models.backbones.checkpoint import convert_classifier_checkpoint
     if osp.dirname(args.dst):
         os.makedirs(osp.dirname(args.dst), exist_ok=True)
-    report = convert_classifier_checkpoint(
-        args.src, args.dst, arch=args.arch, img_size=args.img_size,
-        serialization=args.serialization, bimamba=args.bimamba)
+    model = GlobalMamba(arch=args.arch, img_size=args.img_size,
+                        serialization=args.serialization, bimamba=args.bimamba)
+    report = convert_classifier_checkpoint(args.src, args.dst, model)
     print(f'wrote {args.dst}: kept {len(report["kept"])} tensors')
     for what in ('resized', 'dropped', 'unexpected', 'missing'):
         if report[what]:

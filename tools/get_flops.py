@@ -16,7 +16,6 @@ import sys
 import warnings
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # OpenMMLab / setuptools deprecation chatter; our own warnings stay visible
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 warnings.filterwarnings('ignore', category=UserWarning, module=r'(mmseg|mmdet|mmengine|mmcv)\.')

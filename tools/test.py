@@ -6,16 +6,10 @@ Examples::
     python tools/test.py CONFIG CHECKPOINT --show-dir vis/   # also draw predictions (PNG/JPG)
     tools/dist_test.sh CONFIG CHECKPOINT 8
 
-Checkpoints are read with ``torch.load(weights_only=True)`` (see ``mmglobalmamba.compat``).
+Checkpoints are read with ``torch.load(weights_only=True)`` (README: "Checkpoint safety").
 """
 import argparse
-import json
 import os
-import os.path as osp
-import sys
-
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
 
 
 def parse_args(argv=None):
@@ -39,66 +33,32 @@ def parse_args(argv=None):
     return args
 
 
-def enable_visualization(cfg, show_dir):
-    """Turn on the scope's visualization hook and send its drawings to ``show_dir``."""
-    hook = cfg.default_hooks.get('visualization')
-    if hook is None:
-        raise RuntimeError('--show-dir needs default_hooks.visualization in the config')
-    hook['draw'] = True
-    hook['interval'] = 1
-    show_dir = osp.abspath(show_dir)
-    if cfg.default_scope == 'mmdet':
-        hook['test_out_dir'] = show_dir  # an absolute path is used as is
-    else:  # mmseg: the visualizer writes <show_dir>/vis_data/vis_image/*.png
-        cfg.visualizer['save_dir'] = show_dir
-
-
-def _jsonable(value):
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return str(value)
-
-
 def main(argv=None):
     args = parse_args(argv)
-    import mmglobalmamba  # noqa: F401  (registers GlobalMamba, checkpoint allow-list)
+    import mmglobalmamba  # noqa: F401  (registers GlobalMamba, safe checkpoint loading)
     from mmengine.config import Config
-    from train import prepare_config
+    from mmengine.dist import is_main_process
 
-    from mmglobalmamba.engine.process_group import release_process_group
+    from mmglobalmamba.engine import release_process_group
+    from mmglobalmamba.engine.config import choose_work_dir, prepare_config
+    from mmglobalmamba.engine.runner import enable_visualization, run_test, write_metrics
 
     cfg = Config.fromfile(args.config)
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
     cfg = prepare_config(cfg, args.launcher)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg.work_dir = choose_work_dir(cfg, args.config, args.work_dir)
     cfg.load_from = args.checkpoint
     cfg.resume = False
     if args.show_dir:
         enable_visualization(cfg, args.show_dir)
 
-    from mmengine.dist import is_main_process
-    metrics = evaluate(cfg)  # the runner, and the DDP wrapper holding the process group, are gone
+    metrics = run_test(cfg)  # the runner, and the DDP wrapper holding the process group, are gone
     main_process = is_main_process()  # asked before the group goes: every rank is 0 after
     release_process_group()
-    if main_process:  # machine-readable copy of the logged metrics
-        path = osp.join(cfg.work_dir, 'test_metrics.json')
-        with open(path, 'w') as f:
-            json.dump({k: _jsonable(v) for k, v in metrics.items()}, f, indent=1)
-        print(f'metrics written to {path}')
+    if main_process:
+        print(f'metrics written to {write_metrics(metrics, cfg.work_dir)}')
     return metrics
-
-
-def evaluate(cfg):
-    """Build the runner from ``cfg`` and return its test metrics."""
-    from mmengine.registry import RUNNERS
-    from mmengine.runner import Runner
-    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
-    return runner.test()
 
 
 if __name__ == '__main__':

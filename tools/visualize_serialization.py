@@ -9,9 +9,6 @@ token grid, the scan order across bands and the cls position (N // 2).
 """
 import argparse
 import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def main(argv=None):

@@ -25,7 +25,6 @@ plus ``delta + delta_bias`` 1, softplus 1, ``+ D*u`` 1 (multiply-add), gate ``* 
 each when present: up to **6 B D L** more.
 """
 import contextlib
-import copy
 import importlib
 import math
 import warnings
@@ -258,46 +257,18 @@ def build_backbone(arch='tiny', **kwargs):
     return GlobalMamba(**cfg)
 
 
-def _drop_pretrained(cfg):
-    """Remove Pretrained init so that nothing is read from disk (weights don't matter)."""
-    if isinstance(cfg, dict):
-        for key in list(cfg.keys()):
-            value = cfg[key]
-            if key == 'init_cfg' and isinstance(value, dict) and \
-                    value.get('type') == 'Pretrained':
-                cfg[key] = None
-            else:
-                _drop_pretrained(value)
-    elif isinstance(cfg, (list, tuple)):
-        for item in cfg:
-            _drop_pretrained(item)
-
-
 def build_model_from_config(config, cfg_options=None):
-    """Build ``config``'s model on CPU with random weights (pretrained init dropped, SyncBN
-    reverted to BN). Returns (model, task) with task 'seg' (mmseg) or 'det' (mmdet)."""
+    """Build ``config`` (a path or a ``Config``)'s model on CPU with random weights
+    (pretrained init dropped, SyncBN as BN), in eval mode. Returns (model, task) with task
+    'seg' (mmseg) or 'det' (mmdet)."""
     from mmengine.config import Config
-    from mmengine.model import revert_sync_batchnorm
-    from mmengine.registry import init_default_scope
+
+    from mmglobalmamba.engine.config import build_model_on_cpu, config_scope
     cfg = Config.fromfile(config) if isinstance(config, str) else config
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
-    scope = cfg.get('default_scope', None)
-    if scope is None:
-        scope = 'mmdet' if 'rpn_head' in cfg.model or 'bbox_head' in cfg.model else 'mmseg'
-    init_default_scope(scope)
-    import mmglobalmamba  # noqa: F401  (registers GlobalMamba in every scope)
-    model_cfg = copy.deepcopy(cfg.model)  # a ConfigDict: mmdet reads train_cfg.rpn
-    model_cfg.pop('pretrained', None)
-    _drop_pretrained(model_cfg)
-    if scope == 'mmseg':
-        from mmseg.registry import MODELS
-    elif scope == 'mmdet':
-        from mmdet.registry import MODELS
-    else:
-        raise ValueError(f'unsupported default_scope {scope!r} (expected mmseg or mmdet)')
-    model = revert_sync_batchnorm(MODELS.build(model_cfg))
-    return model.eval(), 'seg' if scope == 'mmseg' else 'det'
+    model = build_model_on_cpu(cfg, pretrained=False)
+    return model.eval(), 'seg' if config_scope(cfg) == 'mmseg' else 'det'
 
 
 class _TensorForward(nn.Module):

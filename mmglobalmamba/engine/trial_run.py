@@ -120,7 +120,7 @@ def trial_config(config, data_root, work_dir, iters=20, size=None, with_cp=False
     """The config of a trial run (see the module docstring) as an mmengine ``Config``."""
     from mmengine.config import Config
 
-    from mmglobalmamba.compat import syncbn_to_bn
+    from mmglobalmamba.engine.config import syncbn_to_bn
     from mmglobalmamba.datasets import SHAPES
 
     from .amp import enable_amp

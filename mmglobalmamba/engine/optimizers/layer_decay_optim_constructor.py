@@ -9,10 +9,11 @@ Parameters are assigned a layer id:
 * everything else (``norm_f``, ``out_norms``, ``pyramid``, neck,
   decode/auxiliary/RPN/RoI heads)                                 -> num_layers + 1
 
-and get ``lr = base_lr * layer_decay_rate ** (num_layers + 1 - layer_id)``.
-Weight decay is switched off for position embeddings, the cls token, the SSM state
-parameters (``A_log``, ``D`` and their backward twins ``A_b_log``, ``D_b``), biases and every
-1-D weight (normalization layers).
+and get ``lr = base_lr * layer_decay_rate ** (num_layers + 1 - layer_id)``, where
+``num_layers`` is the backbone's ``depth``. Weight decay is switched off for biases, every
+1-D weight (normalization layers) and the parameters the model marks with
+``_no_weight_decay = True``: the position embeddings and cls token (backbone) and the SSM
+state parameters ``A_log``, ``D`` and their backward twins (mixer).
 
 The constructor works on a bare backbone as well as on a full mmseg / mmdet model, where the
 backbone's parameters are called ``backbone.*``.
@@ -27,7 +28,6 @@ from mmengine.optim import DefaultOptimWrapperConstructor
 from mmglobalmamba.registry import OPTIM_WRAPPER_CONSTRUCTORS
 
 _EMBED_NAMES = ('patch_embed', 'pos_embed', 'cls_token')
-_NO_DECAY_NAMES = ('pos_embed', 'cls_token', 'A_log', 'A_b_log', 'D', 'D_b')
 _LAYER_RE = re.compile(r'^layers\.(\d+)\.')
 
 
@@ -56,8 +56,19 @@ def get_layer_id(name: str, num_layers: int, has_backbone: bool = True) -> int:
 
 def is_no_decay(name: str, param: nn.Parameter) -> bool:
     """Whether ``param`` (called ``name``) is trained without weight decay."""
-    last = name.rsplit('.', 1)[-1]
-    return param.ndim <= 1 or last == 'bias' or last in _NO_DECAY_NAMES
+    return param.ndim <= 1 or name.rsplit('.', 1)[-1] == 'bias' or \
+        getattr(param, '_no_weight_decay', False)
+
+
+def backbone_depth(module: nn.Module) -> int:
+    """``depth`` of the GlobalMamba backbone in ``module`` (a full model or the backbone)."""
+    backbone = getattr(module, 'backbone', module)
+    depth = getattr(backbone, 'depth', None)
+    if not isinstance(depth, int):
+        raise TypeError(
+            f'layer-wise lr decay needs a backbone with a `depth` (GlobalMamba); '
+            f'{type(backbone).__name__} has none')
+    return depth
 
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
@@ -66,8 +77,9 @@ class GlobalMambaLayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
 
     ``paramwise_cfg`` keys:
 
-    * ``num_layers`` (int): backbone depth (24 for both presets).
     * ``layer_decay_rate`` (float): lr ratio between consecutive layers, e.g. 0.92.
+    * ``num_layers`` (int, optional): read from the backbone's ``depth``; when given it
+      must equal it (older configs wrote ``num_layers=24``).
 
     Example::
 
@@ -75,14 +87,13 @@ class GlobalMambaLayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
             type='OptimWrapper',
             optimizer=dict(type='AdamW', lr=1e-4, weight_decay=0.05),
             constructor='GlobalMambaLayerDecayOptimizerConstructor',
-            paramwise_cfg=dict(num_layers=24, layer_decay_rate=0.92))
+            paramwise_cfg=dict(layer_decay_rate=0.92))
     """
 
     def _validate_cfg(self) -> None:
         super()._validate_cfg()
-        for key in ('num_layers', 'layer_decay_rate'):
-            if key not in self.paramwise_cfg:
-                raise KeyError(f'{type(self).__name__} needs paramwise_cfg.{key}')
+        if 'layer_decay_rate' not in self.paramwise_cfg:
+            raise KeyError(f'{type(self).__name__} needs paramwise_cfg.layer_decay_rate')
         unknown = set(self.paramwise_cfg) - {'num_layers', 'layer_decay_rate'}
         if unknown:
             raise KeyError(f'{type(self).__name__} does not support paramwise_cfg keys '
@@ -90,14 +101,23 @@ class GlobalMambaLayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
         if self.base_lr is None:
             raise ValueError('the optimizer config needs an lr for layer-wise decay')
 
-    def lr_scale(self, layer_id: int) -> float:
+    def lr_scale(self, layer_id: int, num_layers: int) -> float:
         """lr multiplier of a layer id."""
-        num_layers = self.paramwise_cfg['num_layers']
         return self.paramwise_cfg['layer_decay_rate'] ** (num_layers + 1 - layer_id)
+
+    def num_layers(self, module: nn.Module) -> int:
+        """The backbone depth; a ``paramwise_cfg.num_layers`` that differs is an error."""
+        depth = backbone_depth(module)
+        given = self.paramwise_cfg.get('num_layers')
+        if given is not None and given != depth:
+            raise ValueError(
+                f'paramwise_cfg.num_layers is {given}, but the backbone has depth {depth}: '
+                'drop num_layers (it is read from the model) or set it to the depth')
+        return depth
 
     def add_params(self, params: List[dict], module: nn.Module, **kwargs) -> None:
         """Fill ``params`` with one group per (layer id, decay / no decay)."""
-        num_layers = self.paramwise_cfg['num_layers']
+        num_layers = self.num_layers(module)
         base_wd = self.base_wd or 0.
         has_backbone = isinstance(getattr(module, 'backbone', None), nn.Module)
         groups = {}
@@ -108,7 +128,7 @@ class GlobalMambaLayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
             no_decay = is_no_decay(name, param)
             key: Tuple[int, bool] = (layer_id, no_decay)
             if key not in groups:
-                scale = self.lr_scale(layer_id)
+                scale = self.lr_scale(layer_id, num_layers)
                 groups[key] = dict(
                     params=[], param_names=[],
                     group_name=f'layer_{layer_id}_{"no_decay" if no_decay else "decay"}',

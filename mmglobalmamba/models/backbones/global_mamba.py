@@ -25,6 +25,7 @@ from mmglobalmamba.registry import MODELS
 from ..layers import (FrequencySerializer, MambaBlock, RasterSerializer, RMSNorm,
                       insert_middle_cls, resize_band_pos_embed, split_middle_cls,
                       split_tokens)
+from .checkpoint import load_pretrained
 
 
 class PatchEmbed(nn.Module):
@@ -66,7 +67,8 @@ class GlobalMamba(BaseModule):
         num_bands (int): K frequency bands (frequency serialization only).
         serialization (str): 'frequency' (GlobalMamba) or 'raster' (Vim).
         bimamba (bool): add Vim's backward scans (``*_b`` parameters).
-        if_devide_out (bool): halve the sum of both directions (Vim's flag).
+        if_divide_out (bool): halve the sum of both directions (Vim's flag, default True);
+            Vim's older spelling ``if_devide_out`` (released configs) is accepted too.
         out_indices (Sequence[int]): blocks whose outputs are returned; negative allowed.
         pyramid_strides (Sequence[int] | None): stride (4, 8, 16, 32) of each output, or
             None to return every output at stride 16.
@@ -75,8 +77,6 @@ class GlobalMamba(BaseModule):
         final_norm (bool): apply the pretrained ``norm_f`` to the last block's output.
         out_norm_cfg (dict | None): norm of every other output (over channels).
         norm_cfg (dict): norm inside the pyramid's stride-4 branch (SyncBN for multi-GPU).
-        with_band_maps (bool): also return, per output, the coarse band maps (B, D, h_b, w_b)
-            of bands 0..K-2, after the pyramid outputs.
         frozen_stages (int): freeze patch embedding, positions and the first n blocks.
         norm_eval (bool): keep the pyramid's BN layers in eval mode while training.
         with_cp (bool): activation checkpointing per block (mmseg's ``with_cp``): keep only
@@ -93,12 +93,12 @@ class GlobalMamba(BaseModule):
     }
 
     def __init__(self, arch='tiny', img_size=224, patch_size=16, in_channels=3, num_bands=4,
-                 serialization='frequency', bimamba=False, if_devide_out=True,
+                 serialization='frequency', bimamba=False, if_divide_out=None,
                  out_indices=(5, 11, 17, 23), pyramid_strides=(4, 8, 16, 32), drop_rate=0.,
                  drop_path_rate=0., final_norm=True,
                  out_norm_cfg=dict(type='LN', eps=1e-6),
-                 norm_cfg=dict(type='BN', requires_grad=True), with_band_maps=False,
-                 frozen_stages=-1, norm_eval=False, with_cp=False, init_cfg=None):
+                 norm_cfg=dict(type='BN', requires_grad=True), frozen_stages=-1,
+                 norm_eval=False, with_cp=False, init_cfg=None, if_devide_out=None):
         super().__init__(init_cfg=init_cfg)
         self.arch_settings = self._parse_arch(arch)
         self.embed_dims = D = self.arch_settings['embed_dims']
@@ -106,7 +106,7 @@ class GlobalMamba(BaseModule):
         self.img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
         self.in_channels = in_channels
         self.final_norm = final_norm
-        self.with_band_maps = with_band_maps
+        self.if_divide_out = self._parse_divide_out(if_divide_out, if_devide_out)
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
         self.with_cp = with_cp
@@ -130,12 +130,13 @@ class GlobalMamba(BaseModule):
         num_tokens = sum(h * w for h, w in self.pretrain_grids)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, D))
         self.pos_embed = nn.Parameter(torch.zeros(1, num_tokens + 1, D))
+        self.cls_token._no_weight_decay = self.pos_embed._no_weight_decay = True  # optimizer
         self.pos_drop = nn.Dropout(drop_rate)
         self._pos_cache = {}
 
         mixer_kwargs = dict(d_state=self.arch_settings.get('d_state', 16),
                             expand=self.arch_settings.get('expand', 2),
-                            bimamba=bimamba, if_devide_out=if_devide_out)
+                            bimamba=bimamba, if_divide_out=self.if_divide_out)
         dpr = torch.linspace(0, drop_path_rate, depth).tolist()
         self.layers = nn.ModuleList(
             [MambaBlock(D, drop_path=dpr[i], **mixer_kwargs) for i in range(depth)])
@@ -168,6 +169,16 @@ class GlobalMamba(BaseModule):
                 raise ValueError(f'custom arch {arch} lacks {sorted(missing)}')
             return dict(arch)
         raise TypeError(f'arch must be a str or dict, got {type(arch).__name__}')
+
+    @staticmethod
+    def _parse_divide_out(if_divide_out, if_devide_out):
+        """Vim's flag under either spelling; True when neither is given."""
+        if if_divide_out is not None and if_devide_out is not None \
+                and bool(if_divide_out) != bool(if_devide_out):
+            raise ValueError(f'if_divide_out={if_divide_out} and its older spelling '
+                             f'if_devide_out={if_devide_out} disagree: pass only one')
+        given = if_divide_out if if_divide_out is not None else if_devide_out
+        return True if given is None else bool(given)
 
     @staticmethod
     def _parse_out_indices(out_indices, depth):
@@ -204,7 +215,6 @@ class GlobalMamba(BaseModule):
         """Load ``init_cfg`` pretrained weights with our loader (positions resized per
         band, head dropped, shape clashes named); random init otherwise (done at build)."""
         if isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained':
-            from mmglobalmamba.checkpoint import load_pretrained
             load_pretrained(self, self.init_cfg['checkpoint'],
                             prefix=self.init_cfg.get('prefix'),
                             logger=MMLogger.get_current_instance())
@@ -289,6 +299,13 @@ class GlobalMamba(BaseModule):
         return split_tokens(split_middle_cls(tokens)[0], grids)
 
     def forward(self, x):
+        """Images (B, C, H, W) -> the pyramid outputs, one (B, D, H / s, W / s) per index."""
+        return self.forward_band_maps(x)[0]
+
+    def forward_band_maps(self, x):
+        """Like :meth:`forward`, and also, per output, the coarse band maps of bands
+        0..K-2 as the restore gives them: ``(outs, band_maps)`` with ``band_maps[j]`` a
+        tuple of (B, D, h_b, w_b), low to high frequency (to look at or to probe)."""
         h, grids = self.embed(x)  # (B, N + 1, D)
         outs, band_maps = [None] * len(self.out_indices), [None] * len(self.out_indices)
         for i, layer in enumerate(self.layers):
@@ -300,7 +317,5 @@ class GlobalMamba(BaseModule):
                     else self.out_norms[j]
                 maps = self.restore(norm(h), grids)  # low -> high, finest is stride 16
                 outs[j] = self.pyramid[j](maps[-1].contiguous())
-                band_maps[j] = maps[:-1]
-        if self.with_band_maps:
-            return tuple(outs) + tuple(m for maps in band_maps for m in maps)
-        return tuple(outs)
+                band_maps[j] = tuple(maps[:-1])
+        return tuple(outs), tuple(band_maps)

@@ -36,14 +36,14 @@ class MambaMixer(nn.Module):
 
     def __init__(self, d_model, d_state=16, d_conv=4, expand=2, dt_rank='auto',
                  dt_min=0.001, dt_max=0.1, dt_init_floor=1e-4, dt_scale=1.0,
-                 conv_bias=True, bias=False, bimamba=False, if_devide_out=False):
+                 conv_bias=True, bias=False, bimamba=False, if_divide_out=False):
         super().__init__()
         self.d_model = d_model
         self.d_state = d_state
         self.d_inner = int(expand * d_model)
         self.dt_rank = math.ceil(d_model / 16) if dt_rank == 'auto' else dt_rank
         self.bimamba = bimamba
-        self.if_devide_out = if_devide_out
+        self.if_divide_out = if_divide_out
 
         self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=bias)
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias)
@@ -90,7 +90,7 @@ class MambaMixer(nn.Module):
         out = self._scan(xz, '')
         if self.bimamba:
             out = out + self._scan(xz.flip(-1), '_b').flip(1)
-            if self.if_devide_out:
+            if self.if_divide_out:
                 out = out / 2
         if self.out_proj.bias is not None:
             out = out + self.out_proj.bias

@@ -15,7 +15,8 @@ from collections import OrderedDict
 import torch
 from mmengine.logging import MMLogger, print_log
 
-from mmglobalmamba.compat import safe_torch_load
+from mmglobalmamba.checkpoint_safety import safe_torch_load
+from ..layers import resize_band_pos_embed
 
 DROPPED_PREFIXES = ('head.', 'head_dist.')
 
@@ -59,7 +60,6 @@ def adapt_state_dict(state_dict, model, prefix=None):
     Returns ``(state_dict, report)`` where report lists ``kept``, ``dropped``, ``resized``,
     ``missing`` and ``unexpected`` keys. Shape clashes raise :class:`CheckpointMismatchError`.
     """
-    from mmglobalmamba.models.layers import resize_band_pos_embed
     if prefix:
         picked = OrderedDict((k[len(prefix):], v) for k, v in state_dict.items()
                              if k.startswith(prefix))
@@ -119,12 +119,12 @@ def load_pretrained(model, checkpoint, prefix=None, logger=None):
     return report
 
 
-def convert_classifier_checkpoint(src, dst, arch='tiny', img_size=224, **backbone_kwargs):
+def convert_classifier_checkpoint(src, dst, model):
     """Released classifier -> backbone weights file (``{'state_dict': ...}``, keys without
-    a prefix). Returns the report of kept / dropped / resized / missing / unexpected keys."""
-    from mmglobalmamba.models.backbones import GlobalMamba
-    model = GlobalMamba(arch=arch, img_size=img_size, **backbone_kwargs)
+    a prefix) for ``model``, the GlobalMamba backbone the weights are meant for. Returns the
+    report of kept / dropped / resized / missing / unexpected keys."""
     state_dict, report = adapt_state_dict(read_state_dict(src), model)
     torch.save({'state_dict': state_dict,
-                'meta': {'source': str(src), 'arch': str(arch), 'img_size': img_size}}, dst)
+                'meta': {'source': str(src), 'embed_dims': model.embed_dims,
+                         'depth': model.depth, 'img_size': model.img_size}}, dst)
     return report

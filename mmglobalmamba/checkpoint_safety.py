@@ -1,13 +1,13 @@
-"""Compatibility of the OpenMMLab 2.0 stack with current torch.
+"""Checkpoint loading that never runs code from the file (README: "Checkpoint safety").
 
-* torch >= 2.6 loads checkpoints with ``weights_only=True``. mmengine 0.10.7 stores its
-  message hub (``HistoryBuffer`` objects holding numpy arrays) in every checkpoint, so resume
-  and test fail. We allow-list exactly those types instead of turning the protection off,
-  and make a refused file raise an error that says what happened.
-* SyncBN runs only on CUDA. :func:`syncbn_to_bn` rewrites a config for CPU runs.
+torch >= 2.6 loads checkpoints with ``weights_only=True``. mmengine 0.10.7 stores its message
+hub (``HistoryBuffer`` objects holding numpy arrays) in every checkpoint it writes, so resume
+and test fail under that default. :func:`use_safe_checkpoint_loading` is the one step that
+fixes it: it allow-lists exactly those types (instead of turning the protection off) and
+routes mmengine's local-file loader through :func:`safe_torch_load`, which refuses anything
+else with an error that says what happened. ``import mmglobalmamba`` takes that step.
 """
 import argparse
-import copy
 import os.path as osp
 import pickle
 import re
@@ -96,23 +96,8 @@ def install_safe_local_loader():
     CheckpointLoader.register_scheme(prefixes='', force=True)(_load_from_local)
 
 
-def syncbn_to_bn(cfg):
-    """A copy of a config tree (dicts and lists) with every SyncBN norm type made ``BN``.
-
-    mmengine already reverts SyncBN modules in single-process runs, but a multi-process CPU
-    (gloo) run would keep them and fail; configs stay written for multi-GPU training.
-    Use as ``cfg.model = syncbn_to_bn(cfg.model)``.
-    """
-    if isinstance(cfg, dict):
-        return {k: 'BN' if k == 'type' and v in SYNCBN_TYPES else syncbn_to_bn(v)
-                for k, v in cfg.items()}
-    if isinstance(cfg, (list, tuple)):
-        return type(cfg)(syncbn_to_bn(v) for v in cfg)
-    return copy.deepcopy(cfg)
-
-
-SYNCBN_TYPES = ('SyncBN', 'MMSyncBN', 'TorchSyncBN')
-
-
-allow_mmengine_checkpoints()
-install_safe_local_loader()
+def use_safe_checkpoint_loading():
+    """Allow-list mmengine's checkpoint contents for ``weights_only=True`` and make every
+    local checkpoint mmengine opens go through :func:`safe_torch_load` (idempotent)."""
+    allow_mmengine_checkpoints()
+    install_safe_local_loader()

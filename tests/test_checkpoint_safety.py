@@ -1,4 +1,4 @@
-"""torch >= 2.6 checkpoint loading for mmengine files, and SyncBN on CPU."""
+"""Safe checkpoint loading (torch >= 2.6, mmengine files) and SyncBN models on CPU."""
 import os
 import pickle
 
@@ -10,7 +10,7 @@ from mmengine.runner import Runner
 from mmengine.runner.checkpoint import CheckpointLoader
 
 import mmglobalmamba  # noqa: F401  (installs the allow-list and the safe loader)
-from mmglobalmamba.compat import UnsafeCheckpointError, safe_torch_load, syncbn_to_bn
+from mmglobalmamba.checkpoint_safety import UnsafeCheckpointError, safe_torch_load
 
 
 class ToyModel(BaseModel):
@@ -79,18 +79,6 @@ def test_crafted_pickle_is_refused(tmp_path):
     with pytest.raises(pickle.UnpicklingError):
         torch.load(path, weights_only=True)
     assert not marker.exists()
-
-
-def test_syncbn_to_bn_rewrites_every_norm():
-    cfg = dict(model=dict(backbone=dict(norm_cfg=dict(type='SyncBN', requires_grad=True)),
-                          heads=[dict(norm_cfg=dict(type='SyncBN')), dict(type='LN')]),
-               other=('SyncBN',))
-    out = syncbn_to_bn(cfg)
-    assert out['model']['backbone']['norm_cfg'] == dict(type='BN', requires_grad=True)
-    assert out['model']['heads'][0]['norm_cfg']['type'] == 'BN'
-    assert out['model']['heads'][1]['type'] == 'LN'
-    assert out['other'] == ('SyncBN',)  # only norm *types* change
-    assert cfg['model']['backbone']['norm_cfg']['type'] == 'SyncBN'  # input untouched
 
 
 class _GetattrProbe:
