@@ -61,6 +61,10 @@ class UnsafeCheckpointError(RuntimeError):
     """A checkpoint holds objects that only arbitrary code could rebuild."""
 
 
+# torch.save writes a zip archive; files of torch < 1.6 are a pickle (protocol 2+: 0x80)
+_CHECKPOINT_MAGIC = (b'PK\x03\x04', b'\x80')
+
+
 def safe_torch_load(filename, map_location='cpu'):
     """``torch.load`` with ``weights_only=True``; a refused file gets a clear error."""
     filename = osp.expanduser(filename)
@@ -68,6 +72,13 @@ def safe_torch_load(filename, map_location='cpu'):
         raise FileNotFoundError(
             f'checkpoint {filename!r} does not exist: check the path in your config '
             '(load_from / init_cfg.checkpoint / --checkpoint).')
+    with open(filename, 'rb') as f:
+        magic = f.read(4)
+    if not magic.startswith(_CHECKPOINT_MAGIC):
+        raise RuntimeError(
+            f'could not read checkpoint {filename!r}: the file is truncated or not a torch '
+            f'checkpoint (it starts with {magic!r}, neither a zip archive nor a pickle). '
+            'Download or copy it again.')
     try:
         return torch.load(filename, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:

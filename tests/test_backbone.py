@@ -155,7 +155,14 @@ def test_missing_file_and_corrupt_file(tmp_path):
     bad = tmp_path / 'corrupt.pth'
     bad.write_bytes(b'not a checkpoint at all')
     model = GlobalMamba('tiny', init_cfg=dict(type='Pretrained', checkpoint=str(bad)))
-    with pytest.raises(Exception, match='corrupt|truncated|not a torch checkpoint|refused'):
+    with pytest.raises(RuntimeError, match='truncated or not a torch checkpoint'):
+        model.init_weights()
+    good = tmp_path / 'good.pth'
+    torch.save({'state_dict': model.state_dict()}, good)
+    cut = tmp_path / 'cut.pth'
+    cut.write_bytes(good.read_bytes()[:4096])  # a download that stopped early
+    model = GlobalMamba('tiny', init_cfg=dict(type='Pretrained', checkpoint=str(cut)))
+    with pytest.raises(RuntimeError, match='truncated or not a torch checkpoint'):
         model.init_weights()
 
 

@@ -155,18 +155,20 @@ def test_matmul_handle_broadcasts(a, b, flops):
     assert matmul_flop_jit([_Shape(a), _Shape(b)], []) == flops
 
 
-def test_benchmark_runs_and_reports(capsys):
-    """tools/benchmark_throughput.py end to end at a tiny size (one timed call)."""
-    import importlib.util
+def test_benchmark_runs_and_reports():
+    """tools/benchmark_throughput.py end to end at a tiny size (one timed call), run as the
+    command line it is."""
     import os
+    import subprocess
+    import sys
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    spec = importlib.util.spec_from_file_location(
-        'benchmark_throughput', os.path.join(root, 'tools', 'benchmark_throughput.py'))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    tool.main(['--arch', 'tiny', '--shape', '32', '48', '--batch-size', '1', '2',
-               '--backend', 'torch', '--iters', '1', '--warmup', '0', '--markdown'])
-    out = capsys.readouterr().out
+    run = subprocess.run(
+        [sys.executable, os.path.join(root, 'tools', 'benchmark_throughput.py'), '--arch',
+         'tiny', '--shape', '32', '48', '--batch-size', '1', '2', '--backend', 'torch',
+         '--iters', '1', '--warmup', '0', '--markdown'],
+        capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    out = run.stdout
     rows = [line for line in out.splitlines() if line.startswith('| GlobalMamba-tiny')]
     assert len(rows) == 2 and all('| 32x48 | torch |' in r for r in rows)
 

@@ -1,7 +1,8 @@
 """The serialization figure: written for square and non-square images and any band count,
 and the token grids it draws are the serializer's band grids."""
-import importlib.util
 import os
+import subprocess
+import sys
 
 import matplotlib
 
@@ -16,13 +17,6 @@ from mmglobalmamba.visualization import (make_example_image, plot_serialization,
 
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _load_tool(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, 'tools', name + '.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.parametrize('size,num_bands', [
@@ -59,12 +53,14 @@ def test_scan_layout_positions_skip_cls():
 
 def test_tool_writes_png_from_file(tmp_path):
     from PIL import Image
-    tool = _load_tool('visualize_serialization')
     src = tmp_path / 'in.png'
     Image.fromarray(make_example_image((50, 70))).save(src)
     out = tmp_path / 'out.png'
-    tool.main([str(src), '--out', str(out), '--size', '64', '96', '--num-bands', '3',
-               '--palette'])
+    run = subprocess.run(
+        [sys.executable, os.path.join(ROOT, 'tools', 'visualize_serialization.py'), str(src),
+         '--out', str(out), '--size', '64', '96', '--num-bands', '3', '--palette'],
+        capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
     assert out.read_bytes()[:8] == PNG_MAGIC
     with Image.open(out) as im:
         assert im.mode == 'P'

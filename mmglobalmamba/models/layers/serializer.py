@@ -61,8 +61,6 @@ class _Serializer:
                 f'input of {H}x{W} pixels is smaller than one {p}x{p} patch: resize or pad '
                 f'images to at least {p}x{p} (e.g. a Resize/Pad transform in the pipeline).')
 
-    split = staticmethod(split_tokens)
-
 
 class RasterSerializer(_Serializer):
     """Vim's order: one grid of patches, flattened row-major."""
