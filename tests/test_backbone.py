@@ -1,6 +1,4 @@
 """GlobalMamba backbone: exactness against the released algorithm, shapes, loading, errors."""
-import argparse
-import copy
 
 import pytest
 import torch

@@ -10,7 +10,6 @@ import functools
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 
 def split_tokens(tokens, grids):

@@ -123,7 +123,7 @@ def trial_config(config, data_root, work_dir, iters=20, size=None, with_cp=False
     from mmglobalmamba.engine.config import syncbn_to_bn
     from mmglobalmamba.datasets import SHAPES
 
-    from .amp import enable_amp
+    from mmglobalmamba.engine.amp import enable_amp
     cfg = Config.fromfile(config) if isinstance(config, str) else copy.deepcopy(config)
     task = {'mmseg': 'seg', 'mmdet': 'det'}.get(cfg.get('default_scope'))
     if task is None:
@@ -179,7 +179,7 @@ def trial_run(config, data_root, work_dir, iters=20, size=None, with_cp=False,
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
 
-    from mmglobalmamba.analysis.benchmark import PeakMemory
+    from .benchmark import PeakMemory
     cfg = trial_config(config, data_root, work_dir, iters, size, with_cp, precision)
     device = 'cuda' if torch.cuda.is_available() else 'cpu'
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
