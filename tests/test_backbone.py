@@ -241,3 +241,25 @@ def test_drop_path_schedule_matches_released():
     # released: block i's deferred add uses ([0] + linspace)[i + 1] == linspace[i]
     expect = torch.linspace(0, 0.3, 24).tolist()
     assert rates == pytest.approx(expect)
+
+
+def test_divide_out_under_both_spellings():
+    """Vim's flag: ``if_divide_out`` (current) and ``if_devide_out`` (released configs) mean
+    the same; without either the sum of both directions is halved; a clash is an error."""
+    torch.manual_seed(0)
+    kw = dict(arch=dict(embed_dims=32, depth=2), serialization='raster', bimamba=True,
+              out_indices=(1,), pyramid_strides=(16,))
+    halved = GlobalMamba(if_divide_out=True, **kw).eval()
+    x = torch.randn(1, 3, 32, 48)
+    for other in (GlobalMamba(if_devide_out=True, **kw), GlobalMamba(**kw)):
+        other.load_state_dict(halved.state_dict())
+        assert other.if_divide_out is True
+        torch.testing.assert_close(other.eval()(x)[0], halved(x)[0])
+    summed = GlobalMamba(if_divide_out=False, **kw).eval()
+    summed.load_state_dict(halved.state_dict())
+    mixer, h = halved.layers[0].mixer, torch.randn(1, 5, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(summed.layers[0].mixer(h), 2 * mixer(h))
+    with pytest.raises(ValueError, match='if_divide_out=True and its older spelling '
+                                         'if_devide_out=False disagree'):
+        GlobalMamba(if_divide_out=True, if_devide_out=False, **kw)
