@@ -9,7 +9,9 @@ Choice, first match wins: the ``backend=`` argument of an op, then the innermost
 ``scan_backend(name)`` context, then the environment variable
 ``MMGLOBALMAMBA_SCAN_BACKEND``, then the best backend for the tensors' device.
 A forced backend that is not available raises :class:`BackendUnavailableError` saying
-how to install or build it. Optional packages are imported lazily, once, on first use.
+how to install or build it. Optional packages are imported lazily, once, on first use
+(one cached loader); :func:`why_unavailable` and :func:`backend_report` say why one is
+missing, :func:`reset_cache` forgets the cached imports.
 """
 import contextlib
 import importlib

@@ -62,28 +62,30 @@ template <typename T, bool kFull> MGM_INLINE void stn(T* p, Vec<T> v, int64_t cw
   for (int64_t i = 0; i < cw; ++i) p[i] = v[i];
 }
 
-// 2^x on float lanes: x = k + r, |r| <= 1/2, 2^r by a quintic fitted for relative error
-// (max 2.3e-7), 2^k in the exponent bits; x clamped to [-125, 127].
-MGM_INLINE Vec<float> exp2v(Vec<float> x) {
-  constexpr float kP[6] = {1.3276471e-3f, 9.6755410e-3f, 5.5507131e-2f,
-                           2.4022120e-1f, 6.9314694e-1f, 1.0f};
-  const Vec<float> lo = splat(-125.0f), hi = splat(127.0f);
+// exp(x) on float lanes: x = k ln2 + r, |r| <= ln2 / 2, by Cody-Waite (k ln2 in two parts,
+// so r carries no rounding bias that would add up over the steps of a scan), exp(r) =
+// 1 + r + r^2 q(r) with q a cubic fitted for relative error (max 1.8e-7), 2^k in the
+// exponent bits; x clamped to [-87, 88] (no denormals, no overflow).
+MGM_INLINE Vec<float> expv(Vec<float> x) {
+  const Vec<float> lo = splat(-87.0f), hi = splat(88.0f);
   x = x < lo ? lo : x;
   x = x > hi ? hi : x;
-  const float shifter = 12582912.0f;
-  const Vec<float> kf = x + shifter;
+  const float shifter = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+  Vec<float> kf = x * 1.44269504088896341f + shifter;
   const v8i e = (reinterpret_cast<v8i>(kf) - (0x4B400000 - 127)) << 23;
-  const Vec<float> r = x - (kf - shifter);
-  Vec<float> p = splat(kP[0]);
-  for (int i = 1; i < 6; ++i) p = p * r + kP[i];
+  kf = kf - shifter;
+  const Vec<float> r = (x - kf * 0.693359375f) + kf * 2.12194440e-4f;
+  Vec<float> p = splat(8.3125252e-3f);
+  p = p * r + 4.1890115e-2f;
+  p = p * r + 1.6667114e-1f;
+  p = p * r + 4.9999231e-1f;
+  p = p * r * r + r + 1.0f;
   return p * reinterpret_cast<Vec<float>>(e);
 }
-MGM_INLINE Vec<double> exp2v(Vec<double> x) {
-  for (int i = 0; i < kLanes; ++i) x[i] = std::exp2(x[i]);
+MGM_INLINE Vec<double> expv(Vec<double> x) {
+  for (int i = 0; i < kLanes; ++i) x[i] = std::exp(x[i]);
   return x;
 }
-
-MGM_INLINE Vec<float> expv(Vec<float> x) { return exp2v(x * 1.44269504088896341f); }
 
 // log(1 + e) for e in [0, 1]: the Cephes logf polynomial on m in [sqrt(1/2), sqrt(2)) with
 // 1 + e = m 2^k, then Goldberg's correction e / ((1 + e) - 1), which keeps tiny e exact.

@@ -36,7 +36,6 @@ using namespace mgm;
 constexpr int64_t kChunk = 32;            // steps whose dt / gates are formed together
 constexpr int64_t kMinParallelWork = 1 << 15;
 constexpr int64_t kMaxState = 256;
-constexpr double kLn2 = 0.693147180559945309;
 
 // Runs fn(k, ws) for k in [0, ntasks), the intra-op threads taking the next task from a
 // shared counter; ws: a 64-byte aligned per-thread workspace of ws_size elements.
@@ -66,13 +65,13 @@ struct Scan {
   T *pB, *pC;                 // per task (L, G, N) partial sums
 };
 
-// Per-block constants in ws, zero-padded to 8 lanes: A * log2(e) (N, 8), W^T (R, 8).
+// Per-block constants in ws, zero-padded to 8 lanes: A (N, 8), W^T (R, 8).
 template <typename T>
-MGM_INLINE void block_consts(const Scan<T>& a, int64_t c0, int64_t cw, T* A2, T* Wb) {
-  for (int64_t i = 0; i < (a.N + a.R) * kLanes; ++i) A2[i] = T(0);  // Wb follows A2
+MGM_INLINE void block_consts(const Scan<T>& a, int64_t c0, int64_t cw, T* Ab, T* Wb) {
+  for (int64_t i = 0; i < (a.N + a.R) * kLanes; ++i) Ab[i] = T(0);  // Wb follows Ab
   for (int64_t c = 0; c < cw; ++c) {
     for (int64_t n = 0; n < a.N; ++n)
-      A2[n * kLanes + c] = a.A[(c0 + c) * a.N + n] * T(1.44269504088896340736);
+      Ab[n * kLanes + c] = a.A[(c0 + c) * a.N + n];
     for (int64_t r = 0; r < a.R; ++r) Wb[r * kLanes + c] = a.W[(c0 + c) * a.R + r];
   }
 }
@@ -101,8 +100,8 @@ MGM_INLINE void fwd_block(const Scan<T>& a, int64_t b, int64_t c0, int64_t cw, i
                           T* ws) {
   using V = Vec<T>;
   const int64_t N = a.N;
-  T *A2 = ws, *Wb = A2 + N * kLanes, *h = Wb + a.R * kLanes;
-  block_consts(a, c0, cw, A2, Wb);
+  T *Ab = ws, *Wb = Ab + N * kLanes, *h = Wb + a.R * kLanes;
+  block_consts(a, c0, cw, Ab, Wb);
   for (int64_t i = 0; i < N * kLanes; ++i) h[i] = T(0);
   const V Dv = a.D ? ldn<T, kFull>(a.D + c0, cw) : splat(T(0));
   alignas(64) T dts[kChunk * kLanes], gts[kChunk * kLanes];
@@ -121,7 +120,7 @@ MGM_INLINE void fwd_block(const Scan<T>& a, int64_t b, int64_t c0, int64_t cw, i
       const V dt = ld(dts + i * kLanes), dtu = dt * uv;
       V acc = splat(T(0));
       for (int64_t n = 0; n < N; ++n) {
-        const V hn = exp2v(dt * ld(A2 + n * kLanes)) * ld(h + n * kLanes) + dtu * Bt[n];
+        const V hn = expv(dt * ld(Ab + n * kLanes)) * ld(h + n * kLanes) + dtu * Bt[n];
         st(h + n * kLanes, hn);
         acc += hn * Ct[n];
       }
@@ -142,9 +141,9 @@ MGM_INLINE void bwd_block(const Scan<T>& a, int64_t b, int64_t c0, int64_t cw, i
                           T* ws, T* pB, T* pC) {
   using V = Vec<T>;
   const int64_t N = a.N, L = a.L, NL = N * kLanes, GN = a.G * N;
-  T *A2 = ws, *Wb = A2 + NL, *gh = Wb + a.R * kLanes, *dAa = gh + NL, *H = dAa + NL;
+  T *Ab = ws, *Wb = Ab + NL, *gh = Wb + a.R * kLanes, *dAa = gh + NL, *H = dAa + NL;
   T *DT = H + (L + 1) * NL, *SG = DT + L * kLanes, *DY = SG + L * kLanes;
-  block_consts(a, c0, cw, A2, Wb);
+  block_consts(a, c0, cw, Ab, Wb);
   for (int64_t i = 0; i < NL; ++i) H[i] = gh[i] = dAa[i] = T(0);  // H row 0: h_{-1} = 0
   const V Dv = a.D ? ldn<T, kFull>(a.D + c0, cw) : splat(T(0));
   alignas(64) T zs[kChunk * kLanes], gate[kChunk * kLanes], dgate[kChunk * kLanes];
@@ -174,7 +173,7 @@ MGM_INLINE void bwd_block(const Scan<T>& a, int64_t b, int64_t c0, int64_t cw, i
       T* hc = H + (t + 1) * NL;
       V acc = splat(T(0));
       for (int64_t n = 0; n < N; ++n) {
-        const V hn = exp2v(dt * ld(A2 + n * kLanes)) * ld(hp + n * kLanes) + dtu * Bt[n];
+        const V hn = expv(dt * ld(Ab + n * kLanes)) * ld(hp + n * kLanes) + dtu * Bt[n];
         st(hc + n * kLanes, hn);
         acc += hn * Ct[n];
       }
@@ -203,12 +202,12 @@ MGM_INLINE void bwd_block(const Scan<T>& a, int64_t b, int64_t c0, int64_t cw, i
       V tB[kLanes], tC[kLanes];
       for (int64_t j = 0; j < nn; ++j) {
         const int64_t o = (n0 + j) * kLanes;
-        const V A2n = ld(A2 + o), an = exp2v(dt * A2n);
+        const V Abn = ld(Ab + o), an = expv(dt * Abn);
         const V dh = ld(gh + o) + dy * Ct[n0 + j];
         const V x = dh * an * ld(hp + o);  // dL/d(dt A)
         tC[j] = dy * ld(hc + o);
         tB[j] = dh * dtu;
-        sA += x * A2n;
+        sA += x * Abn;
         sB += dh * Bt[n0 + j];
         st(dAa + o, ld(dAa + o) + x * dt);
         st(gh + o, dh * an);
@@ -223,7 +222,7 @@ MGM_INLINE void bwd_block(const Scan<T>& a, int64_t b, int64_t c0, int64_t cw, i
     }
     const int64_t o = (b * L + t) * a.dim + c0;
     stn<T, kFull>(a.du + o, dy * Dv + dt * sB, cw);
-    const V dd = (sA * T(kLn2) + uv * sB) * ld(SG + t * kLanes);
+    const V dd = (sA + uv * sB) * ld(SG + t * kLanes);
     stn<T, kFull>(a.ddelta + o, dd, cw);
     dba += dd;
     dDa += dy * uv;
