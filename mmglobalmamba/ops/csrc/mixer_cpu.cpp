@@ -94,8 +94,9 @@ MGM_INLINE void chunk_inputs(const Scan<T>& a, int64_t b, int64_t c0, int64_t cw
   }
 }
 
-// E[i, n] = exp(dt_i A_n) for steps [0, steps): a loop without carried dependencies that
-// runs at full throughput, which leaves the recurrence a few FMAs per state.
+// E[i, n] = exp(dt_i A_n) for steps [0, steps), in a loop without carried dependencies
+// (the backward's forward pass: the reverse pass reads them again).  The forward computes
+// them inside the recurrence, which measured ~10% faster there.
 template <typename T>
 MGM_INLINE void decays(const T* dts, const T* Ab, int64_t steps, int64_t N, T* E) {
   for (int64_t i = 0; i < steps; ++i) {
@@ -105,15 +106,14 @@ MGM_INLINE void decays(const T* dts, const T* Ab, int64_t steps, int64_t N, T* E
   }
 }
 
-// Forward of the block (b, channels [c0, c0 + cw)) of group g.  ws: fwd_ws(N, R).
-inline int64_t fwd_ws(int64_t N, int64_t R) { return (2 * N + R + kChunk * N) * kLanes; }
+// Forward of the block (b, channels [c0, c0 + cw)) of group g.  ws: (2N + R) * 8.
 
 template <typename T, bool kFull>
 MGM_INLINE void fwd_block(const Scan<T>& a, int64_t b, int64_t c0, int64_t cw, int64_t g,
                           T* ws) {
   using V = Vec<T>;
   const int64_t N = a.N;
-  T *Ab = ws, *Wb = Ab + N * kLanes, *h = Wb + a.R * kLanes, *E = h + N * kLanes;
+  T *Ab = ws, *Wb = Ab + N * kLanes, *h = Wb + a.R * kLanes;
   block_consts(a, c0, cw, Ab, Wb);
   for (int64_t i = 0; i < N * kLanes; ++i) h[i] = T(0);
   const V Dv = a.D ? ldn<T, kFull>(a.D + c0, cw) : splat(T(0));
@@ -125,16 +125,15 @@ MGM_INLINE void fwd_block(const Scan<T>& a, int64_t b, int64_t c0, int64_t cw, i
       if (a.softplus) st(dts + i, softplusv(ld(dts + i)));
       if (a.z) st(gts + i, ld(gts + i) * sigmoidv(ld(gts + i)));
     }
-    decays(dts, Ab, steps, N, E);
     for (int64_t i = 0; i < steps; ++i) {
       const int64_t t = t0 + i;
       const V uv = ldn<T, kFull>(a.u + b * a.su[0] + t * a.su[1] + c0, cw);
       const T* Bt = a.B + b * a.sB[0] + t * a.sB[1] + g * a.sB[2];
       const T* Ct = a.C + b * a.sC[0] + t * a.sC[1] + g * a.sC[2];
-      const V dtu = ld(dts + i * kLanes) * uv;
+      const V dt = ld(dts + i * kLanes), dtu = dt * uv;
       V acc = splat(T(0));
       for (int64_t n = 0; n < N; ++n) {
-        const V hn = ld(E + (i * N + n) * kLanes) * ld(h + n * kLanes) + dtu * Bt[n];
+        const V hn = expv(dt * ld(Ab + n * kLanes)) * ld(h + n * kLanes) + dtu * Bt[n];
         st(h + n * kLanes, hn);
         acc += hn * Ct[n];
       }
@@ -366,7 +365,7 @@ at::Tensor scan_fwd(const at::Tensor& u, const at::Tensor& delta, const at::Tens
     const Layout lay = fill_scan(a, u, delta, Ac, B, C, D, z, delta_bias, delta_softplus, W);
     a.out = out.data_ptr<scalar_t>();
     const bool par = a.batch * a.L * a.dim * a.N >= kMinParallelWork;
-    parallel_tasks<scalar_t>(a.batch * lay.nblocks, fwd_ws(a.N, a.R), par,
+    parallel_tasks<scalar_t>(a.batch * lay.nblocks, (2 * a.N + a.R) * kLanes, par,
                              [&](int64_t k, scalar_t* ws) {
       int64_t g, c0, cw;
       lay.block(k % lay.nblocks, g, c0, cw);
