@@ -432,6 +432,23 @@ def test_cpu_mixer_reads_projection_rows_without_copies(monkeypatch, L):
 
 
 @needs_cpu_kernel
+def test_cpu_selective_scan_reads_transposed_views(monkeypatch):
+    """The (batch, dim, L) op hands the kernel transposed views of u, delta, z and the
+    output gradient (no copies), and returns a view of the kernel's rows."""
+    spy = _KernelSpy(dispatch.cpu_kernel())
+    monkeypatch.setattr(cl_ops, 'cpu_kernel', lambda: spy)
+    kw = make_scan_inputs(2, 20, 13, 4, seed=4)
+    out, grads = _grads(lambda **a: ops.selective_scan(**a, backend='cpu'), kw, SCAN_INPUTS)
+    for name, args in spy.calls:
+        for t in (args[0], args[1], args[6]) + ((args[10], ) if name == 'scan_bwd' else ()):
+            assert t.shape == (2, 13, 20) and t.stride() == (20 * 13, 1, 13), name
+    ref, ref_grads = _grads(loop_selective_scan, kw, SCAN_INPUTS)
+    assert_rel_close(out, ref, 1e-4, 'out')
+    for name in ref_grads:
+        assert_rel_close(grads[name], ref_grads[name], 1e-4, 'd' + name)
+
+
+@needs_cpu_kernel
 @pytest.mark.parametrize('d_inner,d_state,width', [(13, 5, 4), (40, 16, 3), (8, 17, 2)])
 def test_cpu_mixer_odd_sizes(d_inner, d_state, width):
     """Channel tails (d_inner not a multiple of the vector width), odd N and L."""
@@ -524,8 +541,8 @@ def test_cpu_kernel_rejects_bad_input():
     with pytest.raises(RuntimeError, match='dtype'):
         kernel.scan_fwd(u, u.double(), A, B, B, None, None, None, True, None)
     with pytest.raises(RuntimeError, match='stride 1'):
-        kernel.scan_fwd(u, torch.randn(b, d, L).transpose(1, 2), A, B, B, None, None, None,
-                        True, None)
+        kernel.scan_fwd(u, u, A, torch.randn(b, N, L, 1).permute(0, 2, 3, 1), B, None, None,
+                        None, True, None)
     with pytest.raises(RuntimeError, match=r'A must be \(dim, N\)'):
         kernel.scan_fwd(u, u, -torch.rand(d, 300), B, B, None, None, None, True, None)
     with pytest.raises(RuntimeError, match='G dividing dim'):

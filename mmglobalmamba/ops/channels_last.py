@@ -6,7 +6,8 @@ the scan reads z where in_proj wrote them, B, C and the low-rank dt where x_proj
 (dt_proj is formed inside the scan), and the scan's rows go straight into out_proj. The
 backward kernels read the same strided rows: no transposed copies, no autograd re-run.
 ``selective_scan_cpu`` is the (batch, dim, L) op of mamba_ssm's conventions over the same
-kernel (transposed views; a copy only where a view has no unit stride along channels).
+kernel: it reads u, delta, z (and the backward's dout) through their transposed views,
+without copies; only B and C are transposed (they are small).
 
 The kernel computes in float32 (float64 for float64 inputs, used by gradcheck); fp16/bf16
 inputs are converted on entry, outputs and gradients go back to each input's dtype. Nothing
@@ -23,12 +24,13 @@ __all__ = ['mamba_inner_channels_last', 'selective_scan_channels_last',
            'causal_conv1d_channels_last', 'selective_scan_cpu']
 
 
-def _rows(t, dtype):
-    """``t`` in ``dtype`` with stride 1 along its last dim (copied only when needed)."""
+def _rows(t, dtype, unit=True):
+    """``t`` in ``dtype``; with ``unit``, with stride 1 along its last dim (copied only when
+    needed). The scan reads u, delta, z and dout along any strides (``unit=False``)."""
     if t is None:
         return None
     t = t.to(dtype)
-    return t if t.stride(-1) == 1 or t.shape[-1] == 1 else t.contiguous()
+    return t if not unit or t.stride(-1) == 1 or t.shape[-1] == 1 else t.contiguous()
 
 
 def _bc(M, dtype):
@@ -46,8 +48,8 @@ class SelectiveScanRowsFn(torch.autograd.Function):
     def _args(u, delta, A, B, C, D, z, delta_bias, delta_softplus, weight):
         cd = compute_dtype(u, delta, A, B, C, D, z, delta_bias, weight)
         vec = (lambda v: None if v is None else v.to(cd).contiguous())
-        return (_rows(u, cd), _rows(delta, cd), A.to(cd), _bc(B, cd), _bc(C, cd), vec(D),
-                _rows(z, cd), vec(delta_bias), bool(delta_softplus), vec(weight))
+        return (_rows(u, cd, False), _rows(delta, cd, False), A.to(cd), _bc(B, cd), _bc(C, cd),
+                vec(D), _rows(z, cd, False), vec(delta_bias), bool(delta_softplus), vec(weight))
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, weight):
@@ -63,7 +65,7 @@ class SelectiveScanRowsFn(torch.autograd.Function):
         u, delta, A, B, C, D, z, delta_bias, weight = saved = ctx.saved_tensors
         args = SelectiveScanRowsFn._args(*saved[:8], ctx.delta_softplus, weight)
         du, ddelta, dA, dB, dC, dD, dz, dbias = cpu_kernel().scan_bwd(
-            *args, _rows(dout, args[0].dtype))
+            *args, _rows(dout, args[0].dtype, False))
         dweight = None
         if weight is not None:  # delta = dt @ weight^T, dt: (batch, L, R)
             dt, w = args[1], args[9]

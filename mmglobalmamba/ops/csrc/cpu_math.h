@@ -50,11 +50,12 @@ template <typename T> MGM_INLINE Vec<T> ld(const T* p) {
 template <typename T> MGM_INLINE void st(T* p, Vec<T> v) {
   *reinterpret_cast<typename VT<T>::U*>(p) = v;
 }
-// cw channels from p (kFull: all kLanes); the other lanes are 0.
-template <typename T, bool kFull> MGM_INLINE Vec<T> ldn(const T* p, int64_t cw) {
-  if (kFull) return ld(p);
+// cw channels (kFull: all kLanes) from p, cs elements apart; the other lanes are 0.
+template <typename T, bool kFull> MGM_INLINE Vec<T> ldn(const T* p, int64_t cw,
+                                                        int64_t cs = 1) {
+  if (kFull && cs == 1) return ld(p);
   Vec<T> v = {};
-  for (int64_t i = 0; i < cw; ++i) v[i] = p[i];
+  for (int64_t i = 0; i < (kFull ? kLanes : cw); ++i) v[i] = p[i * cs];
   return v;
 }
 template <typename T, bool kFull> MGM_INLINE void stn(T* p, Vec<T> v, int64_t cw) {

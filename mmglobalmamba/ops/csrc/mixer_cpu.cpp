@@ -8,7 +8,9 @@
 //   conv_fwd / conv_bwd  depthwise causal conv1d (+ SiLU)
 //
 // Row tensors (u, delta, z, x, dout: (batch, L, k); B, C: (batch, L, G, N)) may have any
-// batch / time / group strides but stride 1 along their last dim; outputs are contiguous.
+// batch / time / group strides; stride 1 along their last dim is the fast case, and
+// required of B, C and the conv's rows; the scan gathers u, delta, z, dout along other
+// strides (the (batch, dim, L) op's transposed views).  Outputs are contiguous.
 // Channel c reads B/C group c / (dim / G).  The work goes in blocks of up to 8 channels of
 // one group: the 8 lanes of a vector (Vec<T>, cpu_math.h), so B_t[n], C_t[n] are broadcast
 // scalars.  Narrow blocks (channel tails) load into zeroed lanes; their u and dout lanes are
@@ -58,7 +60,7 @@ template <typename T>
 struct Scan {
   int64_t batch, L, dim, N, G, R;  // R > 0: delta holds dt rows (batch, L, R), W (dim, R)
   const T *u, *delta, *z, *B, *C, *A, *D, *bias, *W, *dout;
-  int64_t su[2], sd[2], sz[2], sB[3], sC[3], so[2];
+  int64_t su[3], sd[3], sz[3], sB[3], sC[3], so[3];  // batch, time, channel / group
   bool softplus;
   T *out, *du, *ddelta, *dz;  // (batch, L, dim)
   T *dA, *dD, *dbias;         // (batch, N, dim), (batch, dim), (batch, dim)
@@ -85,12 +87,12 @@ MGM_INLINE void chunk_inputs(const Scan<T>& a, int64_t b, int64_t c0, int64_t cw
     const T* dl = a.delta + b * a.sd[0] + (t0 + i) * a.sd[1];
     Vec<T> dv = splat(T(0));
     if (a.R) {
-      for (int64_t r = 0; r < a.R; ++r) dv += ld(Wb + r * kLanes) * dl[r];
+      for (int64_t r = 0; r < a.R; ++r) dv += ld(Wb + r * kLanes) * dl[r * a.sd[2]];
     } else {
-      dv = ldn<T, kFull>(dl + c0, cw);
+      dv = ldn<T, kFull>(dl + c0 * a.sd[2], cw, a.sd[2]);
     }
     st(dts + i * kLanes, dv + bias);
-    if (a.z) st(zs + i * kLanes, ldn<T, kFull>(a.z + b * a.sz[0] + (t0 + i) * a.sz[1] + c0, cw));
+    if (a.z) st(zs + i * kLanes, ldn<T, kFull>(a.z + b * a.sz[0] + (t0 + i) * a.sz[1] + c0 * a.sz[2], cw, a.sz[2]));
   }
 }
 
@@ -127,7 +129,7 @@ MGM_INLINE void fwd_block(const Scan<T>& a, int64_t b, int64_t c0, int64_t cw, i
     }
     for (int64_t i = 0; i < steps; ++i) {
       const int64_t t = t0 + i;
-      const V uv = ldn<T, kFull>(a.u + b * a.su[0] + t * a.su[1] + c0, cw);
+      const V uv = ldn<T, kFull>(a.u + b * a.su[0] + t * a.su[1] + c0 * a.su[2], cw, a.su[2]);
       const T* Bt = a.B + b * a.sB[0] + t * a.sB[1] + g * a.sB[2];
       const T* Ct = a.C + b * a.sC[0] + t * a.sC[1] + g * a.sC[2];
       const V dt = ld(dts + i * kLanes), dtu = dt * uv;
@@ -179,7 +181,7 @@ MGM_INLINE void bwd_block(const Scan<T>& a, int64_t b, int64_t c0, int64_t cw, i
     decays(dts, Ab, steps, N, AD + t0 * NL);
     for (int64_t i = 0; i < steps; ++i) {
       const int64_t t = t0 + i;
-      const V uv = ldn<T, kFull>(a.u + b * a.su[0] + t * a.su[1] + c0, cw);
+      const V uv = ldn<T, kFull>(a.u + b * a.su[0] + t * a.su[1] + c0 * a.su[2], cw, a.su[2]);
       const T* Bt = a.B + b * a.sB[0] + t * a.sB[1] + g * a.sB[2];
       const T* Ct = a.C + b * a.sC[0] + t * a.sC[1] + g * a.sC[2];
       const V dtu = ld(dts + i * kLanes) * uv;
@@ -191,7 +193,7 @@ MGM_INLINE void bwd_block(const Scan<T>& a, int64_t b, int64_t c0, int64_t cw, i
         st(hc + n * kLanes, hn);
         acc += hn * Ct[n];
       }
-      const V dov = ldn<T, kFull>(a.dout + b * a.so[0] + t * a.so[1] + c0, cw);
+      const V dov = ldn<T, kFull>(a.dout + b * a.so[0] + t * a.so[1] + c0 * a.so[2], cw, a.so[2]);
       if (a.z) {
         const V y = acc + Dv * uv;
         stn<T, kFull>(a.dz + (b * L + t) * a.dim + c0, dov * y * ld(dgate + i * kLanes), cw);
@@ -206,7 +208,7 @@ MGM_INLINE void bwd_block(const Scan<T>& a, int64_t b, int64_t c0, int64_t cw, i
   V dDa = splat(T(0)), dba = splat(T(0));
   for (int64_t t = L - 1; t >= 0; --t) {
     const V dy = ld(DY + t * kLanes), dt = ld(DT + t * kLanes);
-    const V uv = ldn<T, kFull>(a.u + b * a.su[0] + t * a.su[1] + c0, cw), dtu = dt * uv;
+    const V uv = ldn<T, kFull>(a.u + b * a.su[0] + t * a.su[1] + c0 * a.su[2], cw, a.su[2]), dtu = dt * uv;
     const T* Bt = a.B + b * a.sB[0] + t * a.sB[1] + g * a.sB[2];
     const T* Ct = a.C + b * a.sC[0] + t * a.sC[1] + g * a.sC[2];
     const T *hp = H + t * NL, *hc = hp + NL;
@@ -280,13 +282,13 @@ using OptT = c10::optional<at::Tensor>;
 bool has(const OptT& t) { return t && t->defined(); }
 
 void check_rows(const at::Tensor& t, const char* name, at::ScalarType dtype,
-                std::vector<int64_t> shape) {
+                std::vector<int64_t> shape, bool any_stride = false) {
   TORCH_CHECK(t.device().is_cpu(), "mmglobalmamba._C: ", name, " must be a CPU tensor");
   TORCH_CHECK(t.scalar_type() == dtype, "mmglobalmamba._C: ", name, " has dtype ",
               t.scalar_type(), ", expected ", dtype);
   TORCH_CHECK(t.sizes() == at::IntArrayRef(shape), "mmglobalmamba._C: ", name, " must be ",
               at::IntArrayRef(shape), ", got ", t.sizes());
-  TORCH_CHECK(t.stride(-1) == 1 || shape.back() == 1, "mmglobalmamba._C: ", name,
+  TORCH_CHECK(any_stride || t.stride(-1) == 1 || shape.back() == 1, "mmglobalmamba._C: ", name,
               " must have stride 1 along its last dimension");
 }
 
@@ -313,10 +315,10 @@ Layout fill_scan(Scan<T>& a, const at::Tensor& u, const at::Tensor& delta, const
   a.u = u.data_ptr<T>(), a.delta = delta.data_ptr<T>(), a.z = ptr<T>(z);
   a.B = B.data_ptr<T>(), a.C = C.data_ptr<T>(), a.A = A.data_ptr<T>();
   a.D = ptr<T>(D), a.bias = ptr<T>(bias), a.W = ptr<T>(W), a.softplus = softplus;
-  for (int i = 0; i < 2; ++i) {
+  for (int i = 0; i < 3; ++i) {
     a.su[i] = u.stride(i), a.sd[i] = delta.stride(i), a.sz[i] = has(z) ? z->stride(i) : 0;
+    a.sB[i] = B.stride(i), a.sC[i] = C.stride(i);
   }
-  for (int i = 0; i < 3; ++i) a.sB[i] = B.stride(i), a.sC[i] = C.stride(i);
   const int64_t pg = a.dim / a.G, bpg = (pg + kLanes - 1) / kLanes;
   return Layout{pg, bpg, a.G * bpg};
 }
@@ -334,7 +336,7 @@ void check_scan(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& 
               A.sizes());
   const int64_t N = A.size(1);
   check_rows(A.contiguous(), "A", dt, {dim, N});
-  check_rows(u, "u", dt, {batch, L, dim});
+  check_rows(u, "u", dt, {batch, L, dim}, true);
   TORCH_CHECK(B.dim() == 4 && B.size(2) >= 1 && dim % B.size(2) == 0,
               "mmglobalmamba._C: B must be (batch, L, G, N) with G dividing dim, got ",
               B.sizes());
@@ -346,8 +348,8 @@ void check_scan(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& 
     TORCH_CHECK(W->is_contiguous(), "mmglobalmamba._C: delta_proj_weight must be contiguous");
   }
   check_rows(delta, has(W) ? "dt (delta before delta_proj_weight)" : "delta", dt,
-             {batch, L, has(W) ? W->size(1) : dim});
-  if (has(z)) check_rows(*z, "z", dt, {batch, L, dim});
+             {batch, L, has(W) ? W->size(1) : dim}, true);
+  if (has(z)) check_rows(*z, "z", dt, {batch, L, dim}, true);
   for (const OptT* v : {&D, &bias}) {
     if (has(*v)) check_rows(**v, "D / delta_bias", dt, {dim});
   }
@@ -382,7 +384,7 @@ std::vector<at::Tensor> scan_bwd(const at::Tensor& u, const at::Tensor& delta,
                                  const OptT& D, const OptT& z, const OptT& delta_bias,
                                  bool delta_softplus, const OptT& W, const at::Tensor& dout) {
   check_scan(u, delta, A, B, C, D, z, delta_bias, W);
-  check_rows(dout, "dout", u.scalar_type(), u.sizes().vec());
+  check_rows(dout, "dout", u.scalar_type(), u.sizes().vec(), true);
   const int64_t batch = u.size(0), L = u.size(1), dim = u.size(2), N = A.size(1);
   const int64_t G = B.size(2);
   const auto opts = u.options();
@@ -401,7 +403,8 @@ std::vector<at::Tensor> scan_bwd(const at::Tensor& u, const at::Tensor& delta,
     AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "scan_bwd", [&] {
       Scan<scalar_t> a{};
       const Layout lay = fill_scan(a, u, delta, Ac, B, C, D, z, delta_bias, delta_softplus, W);
-      a.dout = dout.data_ptr<scalar_t>(), a.so[0] = dout.stride(0), a.so[1] = dout.stride(1);
+      a.dout = dout.data_ptr<scalar_t>();
+      for (int i = 0; i < 3; ++i) a.so[i] = dout.stride(i);
       a.du = du.data_ptr<scalar_t>(), a.ddelta = ddelta.data_ptr<scalar_t>();
       a.dz = has(z) ? dz.data_ptr<scalar_t>() : nullptr;
       a.dA = dA_part.data_ptr<scalar_t>(), a.dD = dD_part.data_ptr<scalar_t>();
