@@ -18,8 +18,8 @@
 // ISA-cloned code; float64 (gradcheck) and tails run the same template.
 // Backward of a block: a forward pass that stores the states h (L + 1, N, 8), the decays
 // exp(dt A) (L, N, 8), dt, the softplus slope and dL/dy in a per-thread buffer (freed at
-// the end of the call), then the reverse recurrence.  dB / dC (sums over channels) are lane-reduced per step into per-task
-// partials, dA / dD / d(delta_bias) kept per (batch, channel); all are summed in a fixed
+// the end of the call), then the reverse recurrence.  dB / dC (sums over channels) are
+// lane-reduced per step into per-task partials, dA / dD / d(delta_bias) kept per (batch, channel); all are summed in a fixed
 // order, so results do not depend on thread timing.
 
 #include <torch/extension.h>
@@ -92,7 +92,10 @@ MGM_INLINE void chunk_inputs(const Scan<T>& a, int64_t b, int64_t c0, int64_t cw
       dv = ldn<T, kFull>(dl + c0 * a.sd[2], cw, a.sd[2]);
     }
     st(dts + i * kLanes, dv + bias);
-    if (a.z) st(zs + i * kLanes, ldn<T, kFull>(a.z + b * a.sz[0] + (t0 + i) * a.sz[1] + c0 * a.sz[2], cw, a.sz[2]));
+    if (a.z) {
+      const T* zr = a.z + b * a.sz[0] + (t0 + i) * a.sz[1] + c0 * a.sz[2];
+      st(zs + i * kLanes, ldn<T, kFull>(zr, cw, a.sz[2]));
+    }
   }
 }
 
@@ -208,7 +211,8 @@ MGM_INLINE void bwd_block(const Scan<T>& a, int64_t b, int64_t c0, int64_t cw, i
   V dDa = splat(T(0)), dba = splat(T(0));
   for (int64_t t = L - 1; t >= 0; --t) {
     const V dy = ld(DY + t * kLanes), dt = ld(DT + t * kLanes);
-    const V uv = ldn<T, kFull>(a.u + b * a.su[0] + t * a.su[1] + c0 * a.su[2], cw, a.su[2]), dtu = dt * uv;
+    const V uv = ldn<T, kFull>(a.u + b * a.su[0] + t * a.su[1] + c0 * a.su[2], cw, a.su[2]);
+    const V dtu = dt * uv;
     const T* Bt = a.B + b * a.sB[0] + t * a.sB[1] + g * a.sB[2];
     const T* Ct = a.C + b * a.sC[0] + t * a.sC[1] + g * a.sC[2];
     const T *hp = H + t * NL, *hc = hp + NL;
