@@ -52,7 +52,7 @@ def cpu_kernel_extension():
     sources = sorted(glob.glob(os.path.join('mmglobalmamba', 'ops', 'csrc', '*.cpp')))
     if not sources:
         return {}, []
-    flags = ['-O3', '-fopenmp', '-std=c++17']
+    flags = ['-O3', '-fopenmp', '-std=c++17', '-ffp-contract=fast']
     flags += os.environ.get('MMGLOBALMAMBA_CPU_FLAGS', '').split()
     headers = sorted(glob.glob(os.path.join('mmglobalmamba', 'ops', 'csrc', '*.h')))
     ext = CppExtension(

@@ -50,16 +50,10 @@ def released_tokens(x, proj_weight, proj_bias, K=4, patch=16):
 
 
 def loop_selective_scan(u, delta, A, B, C, D, z, delta_bias):
-    """Plain loop: u, delta, z (b, d, L); A (d, n); B, C (b, n, L)."""
-    delta = F.softplus(delta + delta_bias[None, :, None])
-    h = torch.zeros(u.shape[0], u.shape[1], A.shape[1], dtype=u.dtype)
-    ys = []
-    for t in range(u.shape[2]):
-        h = torch.exp(delta[:, :, t, None] * A) * h \
-            + delta[:, :, t, None] * B[:, None, :, t] * u[:, :, t, None]
-        ys.append((h * C[:, None, :, t]).sum(-1))
-    y = torch.stack(ys, dim=2) + D[None, :, None] * u
-    return y * F.silu(z)
+    """The shared float64 loop (tests/loop_reference.py) with softplus, in u's dtype:
+    u, delta, z (b, d, L); A (d, n); B, C (b, n, L)."""
+    from loop_reference import loop_selective_scan as loop
+    return loop(u, delta, A, B, C, D, z, delta_bias, delta_softplus=True).to(u.dtype)
 
 
 def rms_norm(x, weight, eps=1e-5):

@@ -1,5 +1,5 @@
-"""Parity tests for mmglobalmamba.ops: every available backend against plain-loop
-references written here (float64, independent of the package code), forward and gradients."""
+"""Parity tests for mmglobalmamba.ops: every available backend against the float64 plain
+loops of tests/loop_reference.py (independent of the package code), forward and gradients."""
 import itertools
 import os
 import sys
@@ -11,28 +11,10 @@ import torch
 import torch.nn.functional as F
 
 
-def _import_ops():
-    """``mmglobalmamba.ops``; on a bare (e.g. GPU check) machine whose package ``__init__``
-    cannot import mmcv / mmengine, load the ops alone: they need only torch."""
-    import importlib
-    import os
-    import types
-    try:
-        return importlib.import_module('mmglobalmamba.ops')
-    except ImportError as err:
-        if not any(name in str(err) for name in ('mmcv', 'mmengine', 'mmdet', 'mmseg')):
-            raise
-        if 'mmglobalmamba' not in sys.modules:
-            pkg = types.ModuleType('mmglobalmamba')
-            pkg.__path__ = [os.path.join(os.path.dirname(os.path.dirname(
-                os.path.abspath(__file__))), 'mmglobalmamba')]
-            sys.modules['mmglobalmamba'] = pkg
-        return importlib.import_module('mmglobalmamba.ops')
-
-
-ops = _import_ops()
-cl_ops = sys.modules['mmglobalmamba.ops.channels_last']
-dispatch = sys.modules['mmglobalmamba.ops.dispatch']
+from loop_reference import loop_causal_conv1d, loop_mamba_inner, loop_selective_scan
+from mmglobalmamba import ops
+from mmglobalmamba.ops import channels_last as cl_ops
+from mmglobalmamba.ops import dispatch
 
 HAS_CUDA = torch.cuda.is_available()
 
@@ -70,61 +52,6 @@ def assert_rel_close(actual, expected, rel, name=''):
     scale = expected.abs().max().item() + 1e-12
     err = (actual - expected).abs().max().item()
     assert err <= rel * scale + 1e-9, f'{name}: max abs err {err:.3e} vs scale {scale:.3e}'
-
-
-# ---------------------------------------------------------------------------------------
-# Independent references: plain loops in float64
-
-
-def loop_selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None,
-                        delta_softplus=False):
-    """h_t = exp(dt_t A) h_{t-1} + dt_t B_t u_t, y_t = C_t . h_t + D u_t, loop over t."""
-    u, delta, A, B, C = (t.double() for t in (u, delta, A, B, C))
-    batch, dim, L = u.shape
-    N = A.shape[1]
-    if B.dim() == 3:
-        B = B.unsqueeze(1)
-    if C.dim() == 3:
-        C = C.unsqueeze(1)
-    gB, gC = B.shape[1], C.shape[1]
-    dt = delta + (delta_bias.double()[:, None] if delta_bias is not None else 0)
-    if delta_softplus:
-        dt = torch.where(dt > 20, dt, torch.log1p(torch.exp(dt)))
-    ys = []
-    for d in range(dim):
-        Bd = B[:, d // (dim // gB)]                       # (batch, N, L)
-        Cd = C[:, d // (dim // gC)]
-        h = torch.zeros(batch, N, dtype=torch.float64)
-        ys_d = []
-        for t in range(L):
-            h = torch.exp(dt[:, d, t, None] * A[d]) * h + dt[:, d, t, None] * Bd[:, :, t] * u[:, d, t, None]
-            ys_d.append((h * Cd[:, :, t]).sum(-1))        # (batch,)
-        ys.append(torch.stack(ys_d, -1))                  # (batch, L)
-    y = torch.stack(ys, 1)                                # (batch, dim, L)
-    if D is not None:
-        y = y + D.double()[:, None] * u
-    if z is not None:
-        zz = z.double()
-        y = y * zz * torch.sigmoid(zz)
-    return y
-
-
-def loop_causal_conv1d(x, weight, bias=None, activation=None):
-    x = x.double()
-    w = weight.double().reshape(weight.shape[0], -1)      # (dim, width)
-    width = w.shape[1]
-    L = x.shape[-1]
-    out = torch.zeros_like(x)
-    for t in range(L):
-        for k in range(width):
-            src = t - (width - 1) + k
-            if src >= 0:
-                out[:, :, t] = out[:, :, t] + w[:, k] * x[:, :, src]
-    if bias is not None:
-        out = out + bias.double()[:, None]
-    if activation in ('silu', 'swish'):
-        out = out * torch.sigmoid(out)
-    return out
 
 
 def make_scan_inputs(batch, dim, L, N, groups=0, has_D=True, has_z=True, has_bias=True,
@@ -255,8 +182,7 @@ def test_cpu_kernel_grouped_gradcheck_float64():
 
 @pytest.mark.parametrize('N', [16, 17, 40, 64, 72])
 def test_cpu_kernel_state_sizes(N):
-    """The float32 vector path (N padded to 16-lane blocks, up to 64) and the generic path
-    (N > 64) against the loop reference."""
+    """State sizes that are and are not multiples of the 8-lane reduction, up to 72."""
     if 'cpu' not in ops.available_backends():
         pytest.skip('CPU kernel mmglobalmamba._C not built')
     kw = make_scan_inputs(2, 3, 19, N, seed=N)
@@ -349,8 +275,8 @@ def _channels_last_scan_grads(kw):
     return out, _row_grads(leaves, kw)
 
 
-# dim 16 / 32: full 16-channel vector blocks; 3, 17, 40: a scalar tail block; N = 16 is
-# the compile-time state size, the others the runtime one.
+# dim 16 / 32 / 40: full 8-channel vector blocks; 3, 17: a narrow tail block; N from 2 to
+# 64 (the backward lane-reduces dB / dC 8 states at a time).
 CL_SHAPES = [(1, 3, 1, 2), (2, 16, 7, 16), (2, 40, 33, 16), (3, 32, 16, 5), (1, 17, 20, 64)]
 
 
@@ -399,33 +325,6 @@ def test_channels_last_scan_forms_delta_from_dt_proj(shape):
     assert_rel_close(W.grad, W64.grad, 1e-4, 'dW')
     for k, grad in _row_grads(leaves, kw).items():
         assert_rel_close(grad, ref_leaves[k].grad, 1e-4, 'd' + k)
-
-
-@needs_cpu_kernel
-def test_channels_last_scan_portable_vector_path():
-    """On AVX-512 machines full channel blocks take the AVX-512 code; the portable vector
-    path (what AVX2 machines run) is checked here in a process that switches it off."""
-    import subprocess
-    import textwrap
-    code = textwrap.dedent('''
-        import sys, torch
-        sys.path.insert(0, 'tests')
-        from test_ops import (_channels_last_scan_grads, _grads, assert_rel_close,
-                              loop_selective_scan, make_scan_inputs, SCAN_INPUTS)
-        import mmglobalmamba._C as kernel
-        assert not kernel.selective_scan_cl_uses_avx512()
-        for shape, softplus in (((2, 32, 19, 16), True), ((1, 48, 7, 5), False)):
-            kw = make_scan_inputs(*shape, softplus=softplus, seed=3)
-            out, _ = _channels_last_scan_grads(kw)
-            ref, _ = _grads(loop_selective_scan, kw, SCAN_INPUTS)
-            assert_rel_close(out, ref, 1e-4, 'out')
-        print('portable path OK')
-    ''')
-    env = dict(os.environ, MMGLOBALMAMBA_CPU_NO_AVX512='1')
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    res = subprocess.run([sys.executable, '-c', code], cwd=root, env=env,
-                         capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0 and 'portable path OK' in res.stdout, res.stderr[-3000:]
 
 
 @needs_cpu_kernel
@@ -496,34 +395,160 @@ class _KernelSpy:
 
 
 @needs_cpu_kernel
-def test_cpu_mixer_reads_projection_rows_without_copies(fresh_dispatch):
+@pytest.mark.parametrize('L', [37, 1])
+def test_cpu_mixer_reads_projection_rows_without_copies(monkeypatch, L):
     """The point of the channels-last route: with xz the transposed in_proj output, the
-    conv reads x and the scan reads z where in_proj wrote them, and B, C where x_proj wrote
-    them; the result matches the loop reference (forward and all gradients)."""
+    conv reads x and the scan reads z where in_proj wrote them, and B, C, dt where x_proj
+    wrote them, forward and backward (whose kernels get the same row views and no
+    autograd re-run); the result matches the loop reference (forward, all gradients)."""
     spy = _KernelSpy(dispatch.cpu_kernel())
-    fresh_dispatch.setitem(dispatch._cache, 'cpu', spy)
-    kw = make_mamba_inner_inputs(batch=2, d_model=12, d_inner=24, L=37, d_state=16,
+    monkeypatch.setattr(cl_ops, 'cpu_kernel', lambda: spy)
+    kw = make_mamba_inner_inputs(batch=2, d_model=12, d_inner=24, L=L, d_state=16,
                                  dt_rank=3)
     rows = kw['xz'].transpose(1, 2).contiguous()         # (batch, L, 2 * d_inner) as in_proj
     kw['xz'] = rows.transpose(1, 2)
     names = list(kw)
     out, grads = _grads(lambda **a: ops.mamba_inner(**a, backend='cpu'), kw, names)
-    by_name = {name: args for name, args in spy.calls}
-    assert set(by_name) == {'causal_conv1d_fwd_cl', 'selective_scan_fwd_cl', 'selective_scan_bwd'}
-    assert by_name['selective_scan_fwd_cl'][9] is not None   # dt_proj formed in the scan
+    calls = [name for name, _ in spy.calls]
+    assert calls == ['conv_fwd', 'scan_fwd', 'scan_bwd', 'conv_bwd']
+    by_name = dict(spy.calls)
+    assert by_name['scan_fwd'][9] is not None             # dt_proj formed in the scan
     # _grads clones xz; a clone of the transposed view keeps its (rows) strides.
-    conv_x = by_name['causal_conv1d_fwd_cl'][0]
-    u, _, _, B, C, _, z = by_name['selective_scan_fwd_cl'][:7]
-    assert conv_x.stride() == (37 * 48, 48, 1) and z.stride() == (37 * 48, 48, 1)
-    assert z.data_ptr() == conv_x.data_ptr() + 24 * z.element_size()
-    dt = by_name['selective_scan_fwd_cl'][1]
-    assert B.stride() == (37 * 35, 35, 1) and C.data_ptr() == B.data_ptr() + 16 * 4
-    assert dt.shape == (2, 37, 3) and B.data_ptr() == dt.data_ptr() + 3 * 4
-    assert u.is_contiguous()                              # the conv output
+    for step in ('fwd', 'bwd'):
+        conv_x = by_name['conv_' + step][0]
+        u, dt, _, B, C, _, z = by_name['scan_' + step][:7]
+        for t in (conv_x, z):  # rows of the in_proj output (a size-1 dim: any stride)
+            assert t.stride(0) == L * 48 and t.stride(2) == 1 and (L == 1 or t.stride(1) == 48)
+        assert z.data_ptr() == conv_x.data_ptr() + 24 * z.element_size()
+        assert B.shape == (2, L, 1, 16) and B.stride(0) == L * 35 and B.stride(3) == 1
+        assert L == 1 or B.stride(1) == 35
+        assert C.data_ptr() == B.data_ptr() + 16 * 4
+        assert dt.shape == (2, L, 3) and B.data_ptr() == dt.data_ptr() + 3 * 4
+        assert u.is_contiguous()                          # the conv output
     ref, ref_grads = _grads(loop_mamba_inner, kw, names)
     assert_rel_close(out, ref, 1e-4, 'out')
     for name in names:
         assert_rel_close(grads[name], ref_grads[name], 1e-4, 'd' + name)
+
+
+@needs_cpu_kernel
+def test_cpu_selective_scan_reads_transposed_views(monkeypatch):
+    """The (batch, dim, L) op hands the kernel transposed views of u, delta, z and the
+    output gradient (no copies), and returns a view of the kernel's rows."""
+    spy = _KernelSpy(dispatch.cpu_kernel())
+    monkeypatch.setattr(cl_ops, 'cpu_kernel', lambda: spy)
+    kw = make_scan_inputs(2, 20, 13, 4, seed=4)
+    out, grads = _grads(lambda **a: ops.selective_scan(**a, backend='cpu'), kw, SCAN_INPUTS)
+    for name, args in spy.calls:
+        for t in (args[0], args[1], args[6]) + ((args[10], ) if name == 'scan_bwd' else ()):
+            assert t.shape == (2, 13, 20) and t.stride() == (20 * 13, 1, 13), name
+    ref, ref_grads = _grads(loop_selective_scan, kw, SCAN_INPUTS)
+    assert_rel_close(out, ref, 1e-4, 'out')
+    for name in ref_grads:
+        assert_rel_close(grads[name], ref_grads[name], 1e-4, 'd' + name)
+
+
+@needs_cpu_kernel
+@pytest.mark.parametrize('d_inner,d_state,width', [(13, 5, 4), (40, 16, 3), (8, 17, 2)])
+def test_cpu_mixer_odd_sizes(d_inner, d_state, width):
+    """Channel tails (d_inner not a multiple of the vector width), odd N and L."""
+    kw = make_mamba_inner_inputs(batch=3, d_model=7, d_inner=d_inner, L=19, d_state=d_state,
+                                 dt_rank=2, width=width, seed=d_inner)
+    names = list(kw)
+    out, grads = _grads(lambda **a: ops.mamba_inner(**a, backend='cpu'), kw, names)
+    ref, ref_grads = _grads(loop_mamba_inner, kw, names)
+    assert_rel_close(out, ref, 1e-4, 'out')
+    for name in names:
+        assert_rel_close(grads[name], ref_grads[name], 1e-4, 'd' + name)
+
+
+@needs_cpu_kernel
+def test_channels_last_grouped_bc():
+    """B, C as (batch, L, G, N) rows: blocks never straddle two groups."""
+    kw = make_scan_inputs(2, 30, 11, 3, groups=3, seed=9)   # 10 channels per group
+    args, leaves = {}, {}
+    for k, v in kw.items():
+        if k in ('B', 'C'):
+            args[k] = leaves[k] = v.permute(0, 3, 1, 2).detach().clone().requires_grad_()
+        elif k in ROW_INPUTS:
+            args[k] = leaves[k] = v.transpose(1, 2).detach().clone().requires_grad_()
+        elif torch.is_tensor(v):
+            args[k] = leaves[k] = v.detach().clone().requires_grad_()
+        else:
+            args[k] = v
+    out = cl_ops.selective_scan_channels_last(**args).transpose(1, 2)
+    w = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    (out.double() * w).sum().backward()
+    ref_kw = {k: (v.detach().clone().requires_grad_() if torch.is_tensor(v) else v)
+              for k, v in kw.items()}
+    ref = loop_selective_scan(**ref_kw)
+    (ref * w).sum().backward()
+    assert_rel_close(out, ref, 1e-4, 'out')
+    for k, leaf in leaves.items():
+        grad = leaf.grad.permute(0, 2, 3, 1) if k in ('B', 'C') else (
+            leaf.grad.transpose(1, 2) if k in ROW_INPUTS else leaf.grad)
+        assert_rel_close(grad, ref_kw[k].grad, 1e-4, 'd' + k)
+
+
+@needs_cpu_kernel
+def test_channels_last_dt_proj_and_conv_gradcheck_float64():
+    """gradcheck of the row kernels' backward in float64: the scan with dt_proj folded in
+    (dt, W and everything else) and the conv with SiLU, on strided row views."""
+    kw = make_scan_inputs(2, 11, 6, 3, dtype=torch.float64, seed=2)
+    g = torch.Generator().manual_seed(0)
+    dt = (torch.randn(2, 6, 3 + 2, generator=g, dtype=torch.float64) * 0.5)[..., 1:4]
+    W = torch.randn(11, 3, generator=g, dtype=torch.float64) * 0.5
+    names = ('u', 'A', 'B', 'C', 'D', 'z', 'delta_bias')
+    leaves = [(kw[k].transpose(1, 2) if k in ROW_INPUTS else kw[k]).detach().clone()
+              .requires_grad_() for k in names] + [dt.requires_grad_(), W.requires_grad_()]
+
+    def scan(u, A, B, C, D, z, bias, dt, W):
+        return cl_ops.selective_scan_channels_last(u, dt, A, B, C, D, z, bias, True, W)
+
+    assert torch.autograd.gradcheck(scan, leaves, eps=1e-6, atol=1e-6, rtol=1e-5)
+    x = torch.randn(2, 7, 13, generator=g, dtype=torch.float64)[..., 2:11].requires_grad_()
+    w = torch.randn(9, 4, generator=g, dtype=torch.float64).requires_grad_()
+    b = torch.randn(9, generator=g, dtype=torch.float64).requires_grad_()
+    for silu in (False, True):
+        assert torch.autograd.gradcheck(
+            lambda *t: cl_ops.causal_conv1d_channels_last(*t, silu=silu), (x, w, b),
+            eps=1e-6, atol=1e-6, rtol=1e-5)
+
+
+@needs_cpu_kernel
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_cpu_mixer_low_precision_inputs(dtype):
+    """fp16 / bf16 xz through the channels-last route: fp32 inside, output and gradients
+    in the inputs' dtypes, close to the fp64 loops."""
+    kw = make_mamba_inner_inputs(batch=2, d_model=8, d_inner=16, L=12, d_state=4, dt_rank=2)
+    low = {k: v.to(dtype) for k, v in kw.items()}
+    names = list(low)
+    out, grads = _grads(lambda **a: ops.mamba_inner(**a, backend='cpu'), low, names)
+    ref, ref_grads = _grads(loop_mamba_inner, low, names)
+    assert out.dtype == dtype
+    assert_rel_close(out.float(), ref, 3e-2, 'out')
+    for name in names:
+        assert grads[name].dtype == dtype, name
+        assert_rel_close(grads[name].float(), ref_grads[name], 5e-2, 'd' + name)
+
+
+@needs_cpu_kernel
+def test_cpu_kernel_rejects_bad_input():
+    """The kernel's own checks: dtype, shape, stride and state-size errors are clear."""
+    kernel = dispatch.cpu_kernel()
+    b, L, d, N = 1, 4, 8, 2
+    u, A, B = torch.randn(b, L, d), -torch.rand(d, N), torch.randn(b, L, 1, N)
+    with pytest.raises(RuntimeError, match='dtype'):
+        kernel.scan_fwd(u, u.double(), A, B, B, None, None, None, True, None)
+    with pytest.raises(RuntimeError, match='stride 1'):
+        kernel.scan_fwd(u, u, A, torch.randn(b, N, L, 1).permute(0, 2, 3, 1), B, None, None,
+                        None, True, None)
+    with pytest.raises(RuntimeError, match=r'A must be \(dim, N\)'):
+        kernel.scan_fwd(u, u, -torch.rand(d, 300), B, B, None, None, None, True, None)
+    with pytest.raises(RuntimeError, match='G dividing dim'):
+        kernel.scan_fwd(u, u, A, torch.randn(b, L, 3, N), B, None, None, None, True, None)
+    with pytest.raises(RuntimeError, match='float32 or float64'):
+        kernel.conv_fwd(u.half(), torch.randn(d, 4).half(), None, True)
 
 
 # ---------------------------------------------------------------------------------------
@@ -587,24 +612,6 @@ def make_mamba_inner_inputs(batch=2, d_model=6, d_inner=8, L=10, d_state=4, dt_r
         D=rnd(d_inner),
         delta_bias=rnd(d_inner, scale=0.3),
     )
-
-
-def loop_mamba_inner(xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight,
-                     out_proj_weight, out_proj_bias, A, D, delta_bias, delta_softplus=True):
-    """The mixer composed from the loop references above, in float64."""
-    xz = xz.double()
-    d_inner = A.shape[0]
-    dt_rank, d_state = delta_proj_weight.shape[1], A.shape[1]
-    x, z = xz[:, :d_inner], xz[:, d_inner:]
-    x = loop_causal_conv1d(x, conv1d_weight, conv1d_bias, 'silu')      # (b, d, L)
-    x_dbl = torch.einsum('bdl,ed->ble', x, x_proj_weight.double())     # (b, L, r + 2N)
-    dt = x_dbl[..., :dt_rank]
-    Bm = x_dbl[..., dt_rank:dt_rank + d_state].transpose(1, 2)          # (b, N, L)
-    Cm = x_dbl[..., dt_rank + d_state:].transpose(1, 2)
-    delta = torch.einsum('blr,dr->bdl', dt, delta_proj_weight.double())
-    y = loop_selective_scan(x, delta, A, Bm, Cm, D, z, delta_bias, delta_softplus)
-    out = torch.einsum('bdl,ed->ble', y, out_proj_weight.double())
-    return out + out_proj_bias.double() if out_proj_bias is not None else out
 
 
 @pytest.mark.parametrize('backend', BACKENDS)
@@ -681,9 +688,9 @@ def test_cuda_route_adds_out_proj_bias_itself(monkeypatch):
 def fresh_dispatch(monkeypatch):
     """Forget cached kernel imports before and after the test (which may fake them)."""
     monkeypatch.delenv(dispatch.ENV_VAR, raising=False)
-    dispatch._reset_for_tests()
+    dispatch.reset_cache()
     yield monkeypatch
-    dispatch._reset_for_tests()
+    dispatch.reset_cache()
 
 
 def test_default_backend_for_cpu_tensors(fresh_dispatch):
@@ -745,21 +752,13 @@ def test_env_var_and_context_manager(fresh_dispatch):
 
 def test_import_does_not_load_optional_kernels():
     """Importing the ops (and resolving a CPU backend) loads no CUDA package."""
-    import os
     import subprocess
     import textwrap
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    code = textwrap.dedent(f"""
-        import sys, types
-        try:
-            import mmglobalmamba.ops
-        except ImportError:  # bare machine without mmcv: load the ops alone
-            if 'mmglobalmamba' not in sys.modules:
-                pkg = types.ModuleType('mmglobalmamba')
-                pkg.__path__ = [{os.path.join(root, 'mmglobalmamba')!r}]
-                sys.modules['mmglobalmamba'] = pkg
-            import mmglobalmamba.ops
-        sys.modules['mmglobalmamba.ops'].resolve_backend(None, 'cpu')
+    code = textwrap.dedent("""
+        import sys
+        import mmglobalmamba.ops
+        mmglobalmamba.ops.resolve_backend(None, 'cpu')
         bad = [m for m in ('mamba_ssm', 'causal_conv1d', 'selective_scan_cuda')
                if m in sys.modules]
         print(bad)
@@ -768,6 +767,14 @@ def test_import_does_not_load_optional_kernels():
     res = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                          cwd=root)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_why_unavailable_and_report(fresh_dispatch):
+    fresh_dispatch.setitem(sys.modules, 'mmglobalmamba._C', None)  # import now fails
+    assert 'mmglobalmamba._C' in dispatch.why_unavailable('cpu')
+    assert any(line.startswith('cpu: NOT available') for line in dispatch.backend_report())
+    with pytest.raises(ValueError, match='unknown kernel package'):
+        dispatch.why_unavailable('nonsense')
 
 
 def test_torch_backend_is_the_readable_reference():

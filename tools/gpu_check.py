@@ -10,31 +10,22 @@ Exit status: 0 when the CUDA backend is available and agrees with the reference.
 """
 import argparse
 import math
-import os
 import sys
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import benchmark_scan as bench  # noqa: E402  (also makes mmglobalmamba.ops importable)
-
-ops = bench.ops
-dispatch = sys.modules['mmglobalmamba.ops.dispatch']
+from mmglobalmamba import ops
+from mmglobalmamba.analysis import scan_benchmark as bench
+from mmglobalmamba.ops import dispatch
 
 
 def report_environment():
     print(f'torch {torch.__version__}, CUDA {torch.version.cuda}, '
           f'device {torch.cuda.get_device_name(0)} '
           f'(capability {".".join(map(str, torch.cuda.get_device_capability(0)))})')
-    for name, loader in (('mamba_ssm', dispatch.mamba_ssm_interface),
-                         ('causal_conv1d', dispatch.causal_conv1d_interface)):
-        module = loader()
-        if module is None:
-            print(f'  {name}: NOT available ({dispatch._errors.get(name)})')
-        else:
-            print(f'  {name}: {getattr(module, "__file__", module)}')
+    for line in dispatch.backend_report():
+        print(f'  {line}')
     for op in ('selective_scan', 'causal_conv1d', 'mamba_inner'):
         print(f'  backends for {op}: {ops.available_backends(op)}')
     return 'cuda' in ops.available_backends('mamba_inner')
@@ -47,7 +38,7 @@ def rel_err(a, b):
 def check_agreement(device):
     """CUDA vs torch backend on mixer-sized inputs (L=1361): outputs and gradients."""
     ok = True
-    inputs = bench.make_inputs(2, 384, 16, 1361, device)
+    inputs = bench.make_scan_inputs(2, 384, 16, 1361, device)
     results = {}
     for name in ('cuda', 'torch'):
         leaves = {k: v.detach().clone().requires_grad_() for k, v in inputs.items()}
@@ -97,7 +88,7 @@ class MixerStack(torch.nn.Module):
 
 def stand_in_section(args, device):
     model = MixerStack().to(device).eval()
-    h = torch.randn(args.bb_batch, 1361, 192, device=device)
+    h = torch.randn(2, 1361, 192, device=device)
     rows = []
     for name in ('cuda', 'torch'):
         def run(name=name):
@@ -121,15 +112,14 @@ def main():
     if not report_environment():
         sys.exit('gpu_check: the CUDA backend is not available (see above)')
     ok = check_agreement(device)
-    args = bench.parse_args(['--device', 'cuda', '--repeats', str(cli.repeats), '--backbone'])
     if not cli.skip_scan:
         print()
-        bench.scan_section(args, device)
+        bench.scan_table(device, repeats=cli.repeats)
     if not cli.skip_backbone:
         print()
-        if bench.backbone_section(args, device) is None:
+        if bench.backbone_table(device, repeats=cli.repeats, train=False) is None:
             print('timing a stand-in stack of 24 mixers at the same shapes instead')
-            stand_in_section(args, device)
+            stand_in_section(cli, device)
     sys.exit(0 if ok else 1)
 
 

@@ -9,7 +9,9 @@ Choice, first match wins: the ``backend=`` argument of an op, then the innermost
 ``scan_backend(name)`` context, then the environment variable
 ``MMGLOBALMAMBA_SCAN_BACKEND``, then the best backend for the tensors' device.
 A forced backend that is not available raises :class:`BackendUnavailableError` saying
-how to install or build it. Optional packages are imported lazily, once, on first use.
+how to install or build it. Optional packages are imported lazily, once, on first use
+(one cached loader); :func:`why_unavailable` and :func:`backend_report` say why one is
+missing, :func:`reset_cache` forgets the cached imports.
 """
 import contextlib
 import importlib
@@ -24,8 +26,9 @@ import torch
 
 __all__ = [
     'BACKENDS', 'ENV_VAR', 'BackendUnavailableError', 'CPUKernelNotBuiltWarning',
-    'available_backends', 'scan_backend', 'resolve_backend', 'cpu_kernel',
-    'mamba_ssm_interface', 'causal_conv1d_interface'
+    'available_backends', 'scan_backend', 'resolve_backend', 'requested_backend',
+    'cpu_kernel', 'mamba_ssm_interface', 'causal_conv1d_interface', 'why_unavailable',
+    'backend_report', 'reset_cache'
 ]
 
 BACKENDS = ('cuda', 'cpu', 'torch')
@@ -49,8 +52,8 @@ class CPUKernelNotBuiltWarning(UserWarning):
 
 
 _UNSET = object()
-_cache = {'cpu': _UNSET, 'mamba_ssm': _UNSET, 'causal_conv1d': _UNSET}
-_errors = {}
+_cache = {}      # package name -> module, or None when it cannot be loaded
+_errors = {}     # package name -> why it cannot be loaded
 _warned_no_cpu_kernel = False
 _lock = threading.Lock()
 _local = threading.local()
@@ -61,26 +64,34 @@ _local = threading.local()
 
 
 # What the Python side calls in mmglobalmamba._C; a build without one of them is stale.
-_CPU_KERNEL_FUNCTIONS = ('selective_scan_fwd', 'selective_scan_bwd', 'selective_scan_fwd_cl',
-                         'causal_conv1d_fwd_cl')
+_CPU_KERNEL_FUNCTIONS = ('scan_fwd', 'scan_bwd', 'conv_fwd', 'conv_bwd')
 
 
-def cpu_kernel():
-    """The compiled module ``mmglobalmamba._C`` or None when it is not built."""
-    if _cache['cpu'] is _UNSET:
+def _load(key, importer, needs_cuda=False):
+    """``importer()``'s module, imported once (thread-safe) and cached; None, with the
+    reason kept for :func:`why_unavailable`, when it fails."""
+    if _cache.get(key, _UNSET) is _UNSET:
         with _lock:
-            if _cache['cpu'] is _UNSET:
-                try:
-                    module = importlib.import_module('mmglobalmamba._C')
-                    missing = [f for f in _CPU_KERNEL_FUNCTIONS if not hasattr(module, f)]
-                    if missing:
-                        raise ImportError(f'mmglobalmamba._C has no {", ".join(missing)} '
-                                          f'(built from older sources?)')
-                    _cache['cpu'] = module
-                except ImportError as err:  # not built, or built against another torch
-                    _cache['cpu'] = None
-                    _errors['cpu'] = f'{type(err).__name__}: {err}'
-    return _cache['cpu']
+            if _cache.get(key, _UNSET) is _UNSET:
+                module = None
+                if needs_cuda and not torch.cuda.is_available():
+                    _errors[key] = 'CUDA is not available to torch'
+                else:
+                    try:
+                        module = importer()
+                    except Exception as err:  # ImportError, or a CUDA / ABI load failure
+                        _errors[key] = f'{type(err).__name__}: {err}'
+                _cache[key] = module
+    return _cache[key]
+
+
+def _import_cpu_kernel():
+    module = importlib.import_module('mmglobalmamba._C')
+    missing = [f for f in _CPU_KERNEL_FUNCTIONS if not hasattr(module, f)]
+    if missing:
+        raise ImportError(f'mmglobalmamba._C has no {", ".join(missing)} '
+                          f'(built from older sources?)')
+    return module
 
 
 def _import_mamba_ssm_ops():
@@ -113,40 +124,57 @@ def _import_mamba_ssm_ops():
                 del sys.modules['mamba_ssm']
 
 
+def _import_causal_conv1d():
+    module = importlib.import_module('causal_conv1d')
+    module.causal_conv1d_fn  # noqa: B018 - fail here if it is absent
+    return module
+
+
+def cpu_kernel():
+    """The compiled module ``mmglobalmamba._C`` or None when it is not built."""
+    return _load('cpu', _import_cpu_kernel)
+
+
 def mamba_ssm_interface():
     """mamba_ssm's ``selective_scan_interface`` module, or None (needs CUDA)."""
-    if _cache['mamba_ssm'] is _UNSET:
-        with _lock:
-            if _cache['mamba_ssm'] is _UNSET:
-                if not torch.cuda.is_available():
-                    _cache['mamba_ssm'] = None
-                    _errors['mamba_ssm'] = 'CUDA is not available to torch'
-                else:
-                    try:
-                        _cache['mamba_ssm'] = _import_mamba_ssm_ops()
-                    except Exception as err:  # ImportError, or a CUDA/ABI load failure
-                        _cache['mamba_ssm'] = None
-                        _errors['mamba_ssm'] = f'{type(err).__name__}: {err}'
-    return _cache['mamba_ssm']
+    return _load('mamba_ssm', _import_mamba_ssm_ops, needs_cuda=True)
 
 
 def causal_conv1d_interface():
     """The ``causal_conv1d`` package (with ``causal_conv1d_fn``), or None (needs CUDA)."""
-    if _cache['causal_conv1d'] is _UNSET:
-        with _lock:
-            if _cache['causal_conv1d'] is _UNSET:
-                if not torch.cuda.is_available():
-                    _cache['causal_conv1d'] = None
-                    _errors['causal_conv1d'] = 'CUDA is not available to torch'
-                else:
-                    try:
-                        module = importlib.import_module('causal_conv1d')
-                        module.causal_conv1d_fn  # noqa: B018 - fail here if it is absent
-                        _cache['causal_conv1d'] = module
-                    except Exception as err:
-                        _cache['causal_conv1d'] = None
-                        _errors['causal_conv1d'] = f'{type(err).__name__}: {err}'
-    return _cache['causal_conv1d']
+    return _load('causal_conv1d', _import_causal_conv1d, needs_cuda=True)
+
+
+def why_unavailable(name):
+    """Why the kernel package ``name`` (``'cpu'``, ``'mamba_ssm'``, ``'causal_conv1d'``)
+    cannot be loaded, or None when it loads (tries the import if not done yet)."""
+    loader = {'cpu': cpu_kernel, **_LOADERS}.get(name)
+    if loader is None:
+        raise ValueError(f"unknown kernel package {name!r}; choose 'cpu', 'mamba_ssm' or "
+                         f"'causal_conv1d'")
+    return None if loader() is not None else _errors.get(name, 'import failed')
+
+
+def backend_report():
+    """One line per kernel package: where it was loaded from, or why it is not there."""
+    lines = []
+    for name in ('cpu', 'mamba_ssm', 'causal_conv1d'):
+        why = why_unavailable(name)
+        module = _cache.get(name)
+        lines.append(f'{name}: NOT available ({why})' if why else
+                     f'{name}: {getattr(module, "__file__", module)}')
+    return lines
+
+
+def reset_cache():
+    """Forget the cached kernel imports and the warned-once flag, so that the next op call
+    imports again (after building the kernel in a running process, or in tests that fake
+    a missing kernel)."""
+    global _warned_no_cpu_kernel
+    with _lock:
+        _cache.clear()
+        _errors.clear()
+        _warned_no_cpu_kernel = False
 
 
 # What each op needs for the 'cuda' backend.
@@ -176,9 +204,9 @@ def available_backends(op='selective_scan'):
 def _unavailable_message(name, op):
     if name == 'cpu':
         return (f"scan backend 'cpu' is not available: the CPU kernel mmglobalmamba._C is "
-                f"not built ({_errors.get('cpu', 'import failed')}); {CPU_BUILD_HINT}")
-    missing = [pkg for pkg in _CUDA_NEEDS[op] if _LOADERS[pkg]() is None]
-    why = '; '.join(f'{pkg}: {_errors.get(pkg, "import failed")}' for pkg in missing)
+                f"not built ({why_unavailable('cpu')}); {CPU_BUILD_HINT}")
+    why = '; '.join(f'{pkg}: {why_unavailable(pkg)}' for pkg in _CUDA_NEEDS[op]
+                    if why_unavailable(pkg))
     return f"scan backend 'cuda' is not available for {op} ({why}); {CUDA_INSTALL_HINT}"
 
 
@@ -254,12 +282,3 @@ def resolve_backend(backend=None, device=None, op='selective_scan'):
         raise BackendUnavailableError(
             f"scan backend 'cpu' needs CPU tensors, got tensors on {device}")
     return name
-
-
-def _reset_for_tests():
-    """Forget cached imports and the warned flag (tests simulate missing kernels)."""
-    global _warned_no_cpu_kernel
-    for key in _cache:
-        _cache[key] = _UNSET
-    _errors.clear()
-    _warned_no_cpu_kernel = False

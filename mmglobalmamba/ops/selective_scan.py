@@ -1,5 +1,5 @@
 """``selective_scan``: the Mamba-1 S6 scan, dispatched to the best available backend."""
-from .cpu_kernel import selective_scan_cpu
+from .channels_last import selective_scan_cpu
 from .dispatch import mamba_ssm_interface, resolve_backend
 from .reference import selective_scan_torch
 
