@@ -184,3 +184,23 @@ def test_peak_memory_sees_a_large_allocation():
     with PeakMemory('cpu') as idle:
         pass
     assert idle.peak_mib < 60  # the first peak does not leak into the next measurement
+
+
+def test_train_benchmark_runs_rows_in_children():
+    """tools/benchmark_throughput.py --mode train: one fresh process per row, under the
+    allocator asked for, with the with_cp savings line."""
+    import os
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    run = subprocess.run(
+        [sys.executable, os.path.join(root, 'tools', 'benchmark_throughput.py'), '--mode',
+         'train', '--arch', 'tiny@32x48', '--batch-size', '2', '--precision', 'fp32',
+         '--allocator', 'glibc', '--iters', '1', '--warmup', '1', '--markdown'],
+        capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    out = run.stdout
+    assert 'each row in a fresh process; CPU allocator glibc' in out
+    rows = [line for line in out.splitlines() if line.startswith('| GlobalMamba-tiny')]
+    assert len(rows) == 2 and '| off | fp32 |' in rows[0] and '| on | fp32 |' in rows[1]
+    assert 'GlobalMamba-tiny 32x48 b2 fp32: memory' in out

@@ -19,7 +19,9 @@ GlobalMamba / Vim step-time ratio. A model may carry its own input size as ``NAM
 Peak memory: CUDA ``max_memory_allocated``; CPU the resident-set high-water mark reset
 before each run (see ``mmglobalmamba/analysis/benchmark.py``), both above the memory held
 before the run (model and inputs). Each (model, shape, backend, batch) runs ``--warmup``
-untimed and ``--iters`` timed calls.
+untimed and ``--iters`` timed calls. Train mode runs every row in a fresh process, on CPU
+under tcmalloc when it is installed (``--allocator``; glibc's heap keeps the pages of
+blocks freed between kept tensors, which hides what ``with_cp`` saves).
 """
 import argparse
 import os
@@ -49,6 +51,9 @@ def parse_args(argv=None):
     parser.add_argument('--precision', nargs='+', choices=['fp32', 'fp16', 'bf16'],
                         default=None, help='train mode: default fp32 and the device\'s mixed '
                         'precision (CUDA fp16, CPU bf16)')
+    parser.add_argument('--allocator', choices=['auto', 'glibc', 'tcmalloc', 'jemalloc'],
+                        default='auto', help='train mode on CPU: the malloc each row\'s '
+                        'process runs under (auto: tcmalloc if installed, else glibc)')
     parser.add_argument('--iters', type=int, default=5, help='timed calls per run')
     parser.add_argument('--warmup', type=int, default=1, help='untimed calls per run')
     parser.add_argument('--device', default=None, help='cpu or cuda (default: cuda if any)')
@@ -79,9 +84,9 @@ def train_main(args, argv):
     from tqdm import tqdm
 
     from mmglobalmamba.analysis.benchmark import describe_machine
-    from mmglobalmamba.analysis.train_step import (format_train_table, time_train_step,
-                                                   train_targets)
-    from mmglobalmamba.ops import scan_backend
+    from mmglobalmamba.analysis.train_step import (format_train_table,
+                                                   time_train_step_in_child, train_targets)
+    from mmglobalmamba.engine.cpu_allocator import find_allocator
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
@@ -90,6 +95,24 @@ def train_main(args, argv):
         sys.exit('fp16 mixed precision needs CUDA; use bf16 on CPU')
     cps = {'off': [False], 'on': [True], 'both': [False, True]}[args.with_cp]
     backend = (args.backend or [None])[0]
+    allocator = args.allocator
+    if device.type == 'cuda':
+        allocator = None  # CUDA peaks are the CUDA allocator's; keep the environment's
+    elif allocator == 'auto':
+        try:
+            find_allocator('tcmalloc')
+            allocator = 'tcmalloc'
+        except FileNotFoundError as err:
+            print(f'note: {err}; rows run under glibc malloc, whose resident set overstates '
+                  'what with_cp keeps', file=sys.stderr)
+            allocator = 'glibc'
+    elif allocator != 'glibc':
+        try:
+            find_allocator(allocator)
+        except FileNotFoundError as err:
+            sys.exit(str(err))
+    if args.threads:  # the children read it from the environment
+        os.environ['OMP_NUM_THREADS'] = str(args.threads)
     runs = []
     for spec in args.arch + args.configs:
         what, shapes = split_spec(spec, args.shape)
@@ -101,13 +124,14 @@ def train_main(args, argv):
     results = []
     for what, name, shape, batch, cp, prec in runs:
         bar.set_description(f'{name} {shape[0]}x{shape[1]} b{batch} cp={int(cp)} {prec}')
-        with scan_backend(backend):
-            results.append(time_train_step(what, shape, batch, cp, prec, device,
-                                           iters=args.iters, warmup=args.warmup, name=name,
-                                           progress=bar))
+        results.append(time_train_step_in_child(
+            what, shape, batch, cp, prec, device, iters=args.iters, warmup=args.warmup,
+            name=name, backend=backend, allocator=allocator))
+        bar.update(args.iters + args.warmup)
     bar.close()
+    where = f'; CPU allocator {allocator}' if allocator else ''
     print(f'\ntrain steps, {describe_machine(device)}; {args.warmup} warm-up + '
-          f'{args.iters} timed steps per row')
+          f'{args.iters} timed steps per row, each row in a fresh process{where}')
     if args.markdown:
         print(f'\nCommand: `python tools/benchmark_throughput.py {" ".join(argv)}`\n')
     print(format_train_table(results, markdown=args.markdown))

@@ -101,6 +101,21 @@ step "installing runtime and test requirements"
 step "installing mmglobalmamba in editable mode (compiles the CPU scan kernel)"
 "${PIP[@]}" install -c "$CONSTRAINTS" --no-build-isolation --no-deps -e . 2>&1 | filter_pip
 
+# 6. tcmalloc (optional): CPU training with with_cp and the train-step benchmark run under it
+#    (README, "Training at scale"). A system library: installed here only where apt-get can.
+if ! "$PY" -c "from mmglobalmamba.engine.cpu_allocator import find_allocator as f; f('tcmalloc')" \
+        2>/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        step "installing tcmalloc (Debian package libtcmalloc-minimal4)"
+        (apt-get install -y -qq libtcmalloc-minimal4 >/dev/null 2>&1 \
+            || { apt-get update -qq >/dev/null 2>&1 \
+                 && apt-get install -y -qq libtcmalloc-minimal4 >/dev/null 2>&1; }) \
+            || step "  could not install it; tests that need it will be skipped"
+    else
+        step "tcmalloc not found (optional: apt-get install libtcmalloc-minimal4, or conda install gperftools)"
+    fi
+fi
+
 "$PY" - <<'PY'
 import sys, torch, mmcv, mmengine, mmdet, mmseg, mmglobalmamba
 from mmglobalmamba.ops import available_backends

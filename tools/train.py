@@ -10,10 +10,12 @@ Examples::
     python tools/train.py CONFIG --work-dir work_dirs/run1 --amp --cfg-options train_cfg.max_iters=10
     python tools/train.py CONFIG --resume                  # latest checkpoint in the work dir
     python tools/train.py CONFIG --resume path/to/iter_1000.pth
+    python tools/train.py CONFIG --cpu-allocator tcmalloc   # CPU training, with_cp
     tools/dist_train.sh CONFIG 8
 """
 import argparse
 import os
+import sys
 
 
 def parse_args(argv=None):
@@ -32,6 +34,11 @@ def parse_args(argv=None):
     parser.add_argument('--amp-dtype', choices=['float16', 'bfloat16'], default=None,
                         help='autocast dtype for --amp (CUDA default float16, CPU bfloat16)')
     parser.add_argument(
+        '--cpu-allocator', choices=['tcmalloc', 'jemalloc'], default=None,
+        help='restart this command under another malloc (LD_PRELOAD) before anything is '
+        'built: on CPU, glibc\'s heap holds far more than the live tensors of a with_cp '
+        'step (README, "Training at scale")')
+    parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
         help='override config settings, key=value pairs such as train_cfg.max_iters=100')
     parser.add_argument(
@@ -47,6 +54,11 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.cpu_allocator:
+        from mmglobalmamba.engine.cpu_allocator import reexec_under
+        # returns once the allocator serves this process (else restarts the command)
+        cli = sys.argv[1:] if argv is None else list(argv)
+        reexec_under(args.cpu_allocator, [os.path.abspath(__file__)] + cli)
     import mmglobalmamba  # noqa: F401  (registers GlobalMamba, safe checkpoint loading)
     from mmengine.config import Config
 

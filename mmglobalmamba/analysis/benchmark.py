@@ -6,9 +6,9 @@ loop (model and inputs already built):
 * CUDA: ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats`` (allocator
   memory, not the cached pool).
 * CPU: the resident-set high-water mark (``VmHWM``), reset through
-  ``/proc/self/clear_refs`` (Linux >= 4.0) before the loop, after ``malloc_trim`` has
-  handed memory freed by earlier runs back to the system (else the allocator would reuse
-  it unseen). Where that reset is refused,
+  ``/proc/self/clear_refs`` (Linux >= 4.0) before the loop, after the allocator has
+  handed memory freed by earlier runs back to the system (``malloc_trim``, or tcmalloc's /
+  jemalloc's own call; else it would reuse that memory unseen). Where that reset is refused,
   ``ru_maxrss`` is used, which cannot drop below an earlier peak: the value is then a
   lower bound and reported with ``exact=False``. (``tracemalloc`` does not see torch's
   allocations, so it is not used.)
@@ -26,14 +26,9 @@ _MiB = 1024 * 1024
 
 
 def _trim_heap():
-    """Return free heap memory to the OS (glibc); a no-op elsewhere."""
-    import gc
-    gc.collect()
-    try:
-        import ctypes
-        ctypes.CDLL('libc.so.6').malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    """Return the allocator's free memory to the OS (glibc, tcmalloc, jemalloc)."""
+    from mmglobalmamba.engine.cpu_allocator import release_free_memory
+    release_free_memory()
 
 
 def _status_kib(field):

@@ -8,9 +8,18 @@ with random but valid targets (a segmentation map, or boxes with rectangular mas
 every head runs its real loss. Peak memory is :class:`~.benchmark.PeakMemory`: CUDA
 ``max_memory_allocated``, CPU the resident-set high-water mark, above the memory held
 before the first step (model, optimizer state after the first step is included).
+
+:func:`time_train_step_in_child` runs one row in a fresh Python process, optionally under
+another CPU allocator (:mod:`mmglobalmamba.engine.cpu_allocator`): a row's resident set
+then owes nothing to the heap earlier rows left behind. ``python -m
+mmglobalmamba.analysis.train_step JSON`` is that child.
 """
 import copy
+import json
+import os
 import os.path as osp
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 
@@ -19,13 +28,15 @@ import torch
 from .benchmark import PeakMemory
 
 __all__ = ['TrainStepResult', 'synthetic_train_batch', 'build_train_setup', 'time_train_step',
-           'format_train_table', 'with_cp_savings', 'train_targets']
+           'time_train_step_in_child', 'format_train_table', 'with_cp_savings',
+           'train_targets']
 
 
 @dataclass
 class TrainStepResult:
     """One row: ``ms_per_step`` over the timed steps, ``best_ms`` the fastest one,
-    ``losses`` the total loss of every step (warm-up included), ``error`` why it failed."""
+    ``losses`` the total loss of every step (warm-up included), ``allocator`` the CPU
+    malloc that served it, ``error`` why it failed."""
     name: str
     shape: tuple
     batch_size: int
@@ -37,6 +48,7 @@ class TrainStepResult:
     peak_mib: float = float('nan')
     peak_exact: bool = True
     losses: tuple = ()
+    allocator: str = ''
     error: str = ''
 
 
@@ -89,6 +101,7 @@ class _BackboneStep(torch.nn.Module):
         with optim_wrapper.optim_context(self):
             outs = self.backbone(data['inputs'])
             loss = sum(o.float().mean() for o in outs)
+            del outs  # as a head would, let the backward free each output once it is used
         optim_wrapper.update_params(loss)
         return dict(loss=loss.detach())
 
@@ -152,8 +165,10 @@ def time_train_step(what, shape, batch_size=2, with_cp=False, precision='fp32', 
     if name is None:
         name = osp.splitext(osp.basename(what))[0] if what.endswith('.py') \
             else f'GlobalMamba-{what}'
+    from mmglobalmamba.engine.cpu_allocator import loaded_allocator
     result = TrainStepResult(name=name, shape=tuple(shape), batch_size=batch_size,
-                             with_cp=with_cp, precision=precision, steps=iters)
+                             with_cp=with_cp, precision=precision, steps=iters,
+                             allocator=loaded_allocator())
     model, optim_wrapper, task, num_classes = build_train_setup(
         what, with_cp, precision, device, cfg_options)
     if task == 'backbone':  # no data preprocessor: normalized images on the device
@@ -186,6 +201,51 @@ def time_train_step(what, shape, batch_size=2, with_cp=False, precision='fp32', 
     result.peak_mib, result.peak_exact = mem.peak_mib, mem.exact
     result.losses = tuple(losses)
     return result
+
+
+_RESULT_TAG = 'TRAIN_STEP_RESULT '
+
+
+def time_train_step_in_child(what, shape, batch_size=2, with_cp=False, precision='fp32',
+                             device='cpu', iters=3, warmup=1, name=None, backend=None,
+                             allocator=None, timeout=None):
+    """:func:`time_train_step` in a fresh Python process (under the CPU ``allocator``,
+    'glibc' / 'tcmalloc' / 'jemalloc'; None: this process's environment) with the scan
+    ``backend``. A child that dies (killed for memory, say) gives a row with ``error``."""
+    from mmglobalmamba.engine.cpu_allocator import allocator_env
+    kwargs = dict(what=what, shape=list(shape), batch_size=batch_size, with_cp=with_cp,
+                  precision=precision, device=str(device), iters=iters, warmup=warmup,
+                  name=name, backend=backend)
+    env = allocator_env(allocator) if allocator else dict(os.environ)
+    root = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+    env['PYTHONPATH'] = os.pathsep.join(p for p in (root, env.get('PYTHONPATH')) if p)
+    proc = subprocess.run([sys.executable, '-m', __name__, json.dumps(kwargs)], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    for line in proc.stdout.splitlines():
+        if line.startswith(_RESULT_TAG):
+            fields = json.loads(line[len(_RESULT_TAG):])
+            fields['shape'], fields['losses'] = tuple(fields['shape']), tuple(fields['losses'])
+            return TrainStepResult(**fields)
+    result = TrainStepResult(name=name or what, shape=tuple(shape), batch_size=batch_size,
+                             with_cp=with_cp, precision=precision, steps=iters,
+                             allocator=allocator or '')
+    tail = (proc.stderr.strip().splitlines() or [''])[-1][:120]
+    result.error = f'child exited with {proc.returncode}: {tail}'
+    return result
+
+
+def _child_main(argv):
+    """The child of :func:`time_train_step_in_child`: one row, printed as tagged JSON."""
+    import dataclasses
+    import warnings
+    warnings.filterwarnings('ignore')
+    from mmglobalmamba.ops import scan_backend
+    kwargs = json.loads(argv[0])
+    backend = kwargs.pop('backend')
+    kwargs['shape'] = tuple(kwargs['shape'])
+    with scan_backend(backend):
+        result = time_train_step(**kwargs)
+    print(_RESULT_TAG + json.dumps(dataclasses.asdict(result)), flush=True)
 
 
 def _fmt_mib(r):
@@ -282,3 +342,7 @@ def train_targets(results, device_type):
         lines.append('  not measured (needs configs/upernet_globalmamba_ade20k.py and '
                      'configs/upernet_vim-tiny_ade20k.py at the same size)')
     return lines
+
+
+if __name__ == '__main__':
+    _child_main(sys.argv[1:])

@@ -307,15 +307,19 @@ class GlobalMamba(BaseModule):
         0..K-2 as the restore gives them: ``(outs, band_maps)`` with ``band_maps[j]`` a
         tuple of (B, D, h_b, w_b), low to high frequency (to look at or to probe)."""
         h, grids = self.embed(x)  # (B, N + 1, D)
-        outs, band_maps = [None] * len(self.out_indices), [None] * len(self.out_indices)
+        streams = {}
         for i, layer in enumerate(self.layers):
             h = self.run_block(layer, h)
-            for j, idx in enumerate(self.out_indices):
-                if idx != i:
-                    continue
-                norm = self.norm_f if self.final_norm and i == self.depth - 1 \
-                    else self.out_norms[j]
-                maps = self.restore(norm(h), grids)  # low -> high, finest is stride 16
-                outs[j] = self.pyramid[j](maps[-1].contiguous())
-                band_maps[j] = tuple(maps[:-1])
+            if i in self.out_indices:
+                streams[i] = h
+        # The heads run after the last block, so that the backward pass runs them (and
+        # frees what they saved) before it reaches the blocks: under with_cp an early
+        # output's pyramid would otherwise stay in memory through every block's backward.
+        outs, band_maps = [], []
+        for j, idx in enumerate(self.out_indices):
+            norm = self.norm_f if self.final_norm and idx == self.depth - 1 \
+                else self.out_norms[j]
+            maps = self.restore(norm(streams[idx]), grids)  # low -> high, finest stride 16
+            outs.append(self.pyramid[j](maps[-1].contiguous()))
+            band_maps.append(tuple(maps[:-1]))
         return tuple(outs), tuple(band_maps)
