@@ -92,13 +92,15 @@ MGM_INLINE Vec<double> expv(Vec<double> x) {
 // formed once per block: x = k + r, |r| <= 1/2, r exact (no Cody-Waite split needed),
 // 2^r = 1 + r p(r), p a quartic fitted for relative error (max 2.0e-7, mean -1.3e-8 after
 // float32 rounding, about that of expv); x clamped to [-126, 127] (no denormals, no inf).
-MGM_INLINE Vec<float> exp2v(Vec<float> x) {
+// kNonPos: the caller guarantees x <= 0 or NaN (dt >= 0, A <= 0), so the upper clamp
+// cannot act and is left out.
+template <bool kNonPos = false> MGM_INLINE Vec<float> exp2v(Vec<float> x) {
   const Vec<float> lo = splat(-126.0f), hi = splat(127.0f);
   x = x < lo ? lo : x;
-  x = x > hi ? hi : x;
+  if (!kNonPos) x = x > hi ? hi : x;
   const float shifter = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
-  Vec<float> kf = x + shifter;
-  const v8i e = (reinterpret_cast<v8i>(kf) - (0x4B400000 - 127)) << 23;
+  const Vec<float> kf = x + shifter;
+  const v8i e = (reinterpret_cast<v8i>(kf) - (0x4B400000 - 127)) << 23;  // 2^k
   const Vec<float> r = x - (kf - shifter);
   Vec<float> p = splat(1.320300042e-3f);
   p = p * r + 9.674949571e-3f;
@@ -107,7 +109,7 @@ MGM_INLINE Vec<float> exp2v(Vec<float> x) {
   p = p * r + 6.931467056e-1f;
   return (p * r + 1.0f) * reinterpret_cast<Vec<float>>(e);
 }
-MGM_INLINE Vec<double> exp2v(Vec<double> x) {
+template <bool kNonPos = false> MGM_INLINE Vec<double> exp2v(Vec<double> x) {
   for (int i = 0; i < kLanes; ++i) x[i] = std::exp2(x[i]);
   return x;
 }
