@@ -16,8 +16,15 @@ namespace mgm {
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
 #define MGM_CLONES \
   __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#define MGM_V4 __attribute__((target("arch=x86-64-v4")))  // the AVX-512 clone alone
+inline bool mgm_has_v4() {
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
+}
 #else
 #define MGM_CLONES
+#define MGM_V4
+inline bool mgm_has_v4() { return false; }
 #endif
 #define MGM_INLINE inline __attribute__((always_inline))
 
@@ -94,20 +101,21 @@ MGM_INLINE Vec<double> expv(Vec<double> x) {
 // float32 rounding, about that of expv); x clamped to [-126, 127] (no denormals, no inf).
 // kNonPos: the caller guarantees x <= 0 or NaN (dt >= 0, A <= 0), so the upper clamp
 // cannot act and is left out.
-template <bool kNonPos = false> MGM_INLINE Vec<float> exp2v(Vec<float> x) {
-  const Vec<float> lo = splat(-126.0f), hi = splat(127.0f);
+template <bool kNonPos = false, typename V = Vec<float>> MGM_INLINE V exp2v(V x) {
+  typedef int32_t VI __attribute__((vector_size(sizeof(V))));  // 8 or 16 float lanes
+  const V lo = V{} - 126.0f, hi = V{} + 127.0f;
   x = x < lo ? lo : x;
   if (!kNonPos) x = x > hi ? hi : x;
   const float shifter = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
-  const Vec<float> kf = x + shifter;
-  const v8i e = (reinterpret_cast<v8i>(kf) - (0x4B400000 - 127)) << 23;  // 2^k
-  const Vec<float> r = x - (kf - shifter);
-  Vec<float> p = splat(1.320300042e-3f);
+  const V kf = x + shifter;
+  const VI e = (reinterpret_cast<VI>(kf) - (0x4B400000 - 127)) << 23;  // 2^k
+  const V r = x - (kf - shifter);
+  V p = V{} + 1.320300042e-3f;
   p = p * r + 9.674949571e-3f;
   p = p * r + 5.551046878e-2f;
   p = p * r + 2.402219921e-1f;
   p = p * r + 6.931467056e-1f;
-  return (p * r + 1.0f) * reinterpret_cast<Vec<float>>(e);
+  return (p * r + 1.0f) * reinterpret_cast<V>(e);
 }
 template <bool kNonPos = false> MGM_INLINE Vec<double> exp2v(Vec<double> x) {
   for (int i = 0; i < kLanes; ++i) x[i] = std::exp2(x[i]);
