@@ -17,10 +17,7 @@ namespace mgm {
 #define MGM_CLONES \
   __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #define MGM_V4 __attribute__((target("arch=x86-64-v4")))  // the AVX-512 clone alone
-inline bool mgm_has_v4() {
-  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
-}
+inline bool mgm_has_v4() { return __builtin_cpu_supports("x86-64-v4"); }
 #else
 #define MGM_CLONES
 #define MGM_V4
@@ -28,10 +25,6 @@ inline bool mgm_has_v4() { return false; }
 #endif
 #define MGM_INLINE inline __attribute__((always_inline))
 
-MGM_INLINE int32_t as_int(float x) { return __builtin_bit_cast(int32_t, x); }
-MGM_INLINE float as_float(int32_t x) { return __builtin_bit_cast(float, x); }
-MGM_INLINE float fmin_(float a, float b) { return a < b ? a : b; }
-MGM_INLINE float fmax_(float a, float b) { return a > b ? a : b; }
 
 // ---------------------------------------------------------------------------------------
 // 8-lane vectors (GCC / Clang vector extensions), one lane per channel: a ymm register in
@@ -95,14 +88,13 @@ MGM_INLINE Vec<double> expv(Vec<double> x) {
   return x;
 }
 
-// 2^x on float lanes, for the scan's decays exp(dt A) = 2^(dt (A log2 e)) with A log2 e
-// formed once per block: x = k + r, |r| <= 1/2, r exact (no Cody-Waite split needed),
-// 2^r = 1 + r p(r), p a quartic fitted for relative error (max 2.0e-7, mean -1.3e-8 after
-// float32 rounding, about that of expv); x clamped to [-126, 127] (no denormals, no inf).
-// kNonPos: the caller guarantees x <= 0 or NaN (dt >= 0, A <= 0), so the upper clamp
-// cannot act and is left out.
+// 2^x on 8 or 16 float lanes, for the scan's decays exp(dt A) = 2^(dt A log2 e): x = k + r,
+// |r| <= 1/2, r exact (no Cody-Waite split needed), 2^r = 1 + r p(r), p a quartic fitted
+// for relative error (max 2.0e-7, mean -1.3e-8 in float32, about that of expv); x clamped
+// to [-126, 127] (no denormals, no inf), the upper clamp left out with kNonPos (the caller
+// guarantees x <= 0 or NaN: dt >= 0, A <= 0).
 template <bool kNonPos = false, typename V = Vec<float>> MGM_INLINE V exp2v(V x) {
-  typedef int32_t VI __attribute__((vector_size(sizeof(V))));  // 8 or 16 float lanes
+  typedef int32_t VI __attribute__((vector_size(sizeof(V))));
   const V lo = V{} - 126.0f, hi = V{} + 127.0f;
   x = x < lo ? lo : x;
   if (!kNonPos) x = x > hi ? hi : x;

@@ -14,12 +14,12 @@
 // Channel c reads B/C group c / (dim / G).  The work goes in blocks of up to 8 channels of
 // one group: the 8 lanes of a vector (Vec<T>, cpu_math.h), so B_t[n], C_t[n] are broadcast
 // scalars.  Narrow blocks (channel tails) load into zeroed lanes; their u and dout lanes are
-// 0, so the padding adds nothing to the sums over channels.  float32 full blocks run the
-// ISA-cloned code; float64 (gradcheck) and tails run the same template.
+// 0, so the padding adds nothing to the sums over channels.  float32 runs ISA-cloned code
+// (the forward on AVX-512: pairs of blocks, 16 lanes); float64 (gradcheck) the same template.
 // Backward of a block: a forward pass that stores the states h (L + 1, N, 8), the decays
-// exp(dt A) (L, N, 8), dt, the softplus slope and dL/dy in a per-thread buffer (freed at
-// the end of the call), then the reverse recurrence.  dB / dC (sums over channels) are
-// lane-reduced per step into per-task partials, dA / dD / d(delta_bias) kept per (batch, channel); all are summed in a fixed
+// exp(dt A) (L, N, 8), dt, the softplus slope and dL/dy in a per-thread buffer, then the
+// reverse recurrence.  dB / dC (sums over channels) are lane-reduced per step into per-task
+// partials, dA / dD / d(delta_bias) kept per (batch, channel); all are summed in a fixed
 // order, so results do not depend on thread timing.
 
 #include <torch/extension.h>
@@ -132,7 +132,7 @@ MGM_INLINE void chunk_gates(const Scan<T>& a, int64_t b, int64_t c0, int64_t cw,
 // Forward of the block (b, channels [c0, c0 + cw)) of group g.  ws: (3N + R) * 8.
 // kN > 0: N == kN known at compile time, the states h stay in registers (the n loop
 // unrolled) and <C, h> is summed in 4 chains instead of one long dependency chain.
-template <typename T, bool kFull, int kN, bool kNonPos = false>
+template <typename T, bool kFull, int kN>
 MGM_INLINE void fwd_block(const Scan<T>& a, int64_t b, int64_t c0, int64_t cw, int64_t g,
                           T* ws) {
   using V = Vec<T>;
@@ -155,7 +155,7 @@ MGM_INLINE void fwd_block(const Scan<T>& a, int64_t b, int64_t c0, int64_t cw, i
       V acc[4] = {};
 #pragma GCC unroll 16
       for (int64_t n = 0; n < N; ++n) {
-        const V e = exp2v<kNonPos>(dt * ld(A2 + n * kLanes));
+        const V e = exp2v(dt * ld(A2 + n * kLanes));
         V hn;
         if constexpr (kN > 0) {
           hn = e * hr[n] + dtu * Bt[n];
@@ -173,10 +173,10 @@ MGM_INLINE void fwd_block(const Scan<T>& a, int64_t b, int64_t c0, int64_t cw, i
   }
 }
 
-// AVX-512 only: two adjacent full blocks of one group (channels [c0, c0 + 16), u with unit
-// channel stride, N = 16, dt A <= 0) with the state loop on 16-lane vectors, 512 bits, which
-// cores with full-width AVX-512 run at twice the 8-lane throughput; the per-step inputs
-// come from the 8-lane code of each half.  ws: 2 (3N + R) * 8.
+// AVX-512 only: two adjacent full blocks of one group (channels [c0, c0 + 16), N = 16,
+// dt A <= 0) with the state loop on 16-lane vectors, 512 bits, which cores with full-width
+// AVX-512 run at twice the 8-lane throughput; the per-step inputs come from the 8-lane code
+// of each half.  ws: 2 (3N + R) * 8.
 typedef float V16 __attribute__((vector_size(64)));
 typedef float U16 __attribute__((vector_size(64), aligned(4), may_alias));
 MGM_INLINE V16 ld16(const float* p) { return *reinterpret_cast<const U16*>(p); }
@@ -200,7 +200,11 @@ MGM_V4 void fwd_pair_f32(const Scan<float>& a, int64_t b, int64_t c0, int64_t g,
                                ws + q * wsb + 2 * N * kLanes, dts[q], gts[q]);
     for (int64_t i = 0; i < steps; ++i) {
       const int64_t t = t0 + i;
-      const V16 uv = ld16(a.u + b * a.su[0] + t * a.su[1] + c0);
+      const float* ur = a.u + b * a.su[0] + t * a.su[1] + c0 * a.su[2];
+      const int64_t s = a.su[2];  // the (batch, dim, L) op's u: gathered per half
+      const V16 uv = s == 1 ? ld16(ur)
+                            : cat16(ldn<float, true>(ur, kLanes, s),
+                                    ldn<float, true>(ur + kLanes * s, kLanes, s));
       const float* Bt = a.B + b * a.sB[0] + t * a.sB[1] + g * a.sB[2];
       const float* Ct = a.C + b * a.sC[0] + t * a.sC[1] + g * a.sC[2];
       const V16 dt = cat16(ld(dts[0] + i * kLanes), ld(dts[1] + i * kLanes)), dtu = dt * uv;
@@ -325,8 +329,6 @@ MGM_INLINE void bwd_block(const Scan<T>& a, int64_t b, int64_t c0, int64_t cw, i
 
 MGM_CLONES void fwd_f32(const Scan<float>& a, int64_t b, int64_t c0, int64_t cw, int64_t g,
                         float* ws) {
-  if (cw == kLanes && a.N == 16 && a.nonpos)
-    return fwd_block<float, true, 16, true>(a, b, c0, cw, g, ws);
   if (cw == kLanes && a.N == 16) return fwd_block<float, true, 16>(a, b, c0, cw, g, ws);
   if (cw == kLanes) return fwd_block<float, true, 0>(a, b, c0, cw, g, ws);
   fwd_block<float, false, 0>(a, b, c0, cw, g, ws);
@@ -339,10 +341,10 @@ MGM_CLONES void bwd_f32(const Scan<float>& a, int64_t b, int64_t c0, int64_t cw,
 void fwd_any(const Scan<float>& a, int64_t b, int64_t c0, int64_t cw, int64_t g, float* ws) {
   fwd_f32(a, b, c0, cw, g, ws);
 }
-void fwd_pair_any(const Scan<float>& a, int64_t b, int64_t c0, int64_t g, float* ws) {
+void fwd_pair(const Scan<float>& a, int64_t b, int64_t c0, int64_t g, float* ws) {
   fwd_pair_f32(a, b, c0, g, ws);
 }
-void fwd_pair_any(const Scan<double>&, int64_t, int64_t, int64_t, double*) {}
+void fwd_pair(const Scan<double>&, int64_t, int64_t, int64_t, double*) {}  // never called
 void fwd_any(const Scan<double>& a, int64_t b, int64_t c0, int64_t cw, int64_t g, double* ws) {
   fwd_block<double, false, 0>(a, b, c0, cw, g, ws);
 }
@@ -450,8 +452,8 @@ at::Tensor scan_fwd(const at::Tensor& u, const at::Tensor& delta, const at::Tens
     a.out = out.data_ptr<scalar_t>();
     const bool par = a.batch * a.L * a.dim * a.N >= kMinParallelWork;
     // Tasks: runs of P blocks of one group, P = 2 where fwd_pair applies.
-    const int64_t P = std::is_same<scalar_t, float>::value && a.N == 16 && a.nonpos &&
-                      a.su[2] == 1 && mgm_has_v4() ? 2 : 1;
+    const int64_t P =
+        std::is_same<scalar_t, float>::value && a.N == 16 && a.nonpos && mgm_has_v4() ? 2 : 1;
     const int64_t runs = (lay.blocks_per_group + P - 1) / P, per_b = a.G * runs;
     parallel_tasks<scalar_t>(a.batch * per_b, 2 * (3 * a.N + a.R) * kLanes, par,
                              [&](int64_t k, scalar_t* ws) {
@@ -460,7 +462,7 @@ at::Tensor scan_fwd(const at::Tensor& u, const at::Tensor& delta, const at::Tens
       int64_t g, c0, cw, c1 = 0, cw1 = 0;
       lay.block(g0 * lay.blocks_per_group + j0, g, c0, cw);
       if (j1 - j0 == 2) lay.block(g0 * lay.blocks_per_group + j0 + 1, g, c1, cw1);
-      if (j1 - j0 == 2 && cw + cw1 == 2 * kLanes) return fwd_pair_any(a, b, c0, g, ws);
+      if (j1 - j0 == 2 && cw + cw1 == 2 * kLanes) return fwd_pair(a, b, c0, g, ws);
       for (int64_t j = j0; j < j1; ++j) {
         lay.block(g0 * lay.blocks_per_group + j, g, c0, cw);
         fwd_any(a, b, c0, cw, g, ws);
