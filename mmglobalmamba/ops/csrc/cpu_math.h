@@ -67,21 +67,22 @@ template <typename T, bool kFull> MGM_INLINE void stn(T* p, Vec<T> v, int64_t cw
 // so r carries no rounding bias that would add up over the steps of a scan), exp(r) =
 // 1 + r + r^2 q(r) with q a cubic fitted for relative error (max 1.8e-7), 2^k in the
 // exponent bits; x clamped to [-87, 88] (no denormals, no overflow).
-MGM_INLINE Vec<float> expv(Vec<float> x) {
-  const Vec<float> lo = splat(-87.0f), hi = splat(88.0f);
+template <typename V = Vec<float>> MGM_INLINE V expv(V x) {  // 8 or 16 lanes
+  typedef int32_t VI __attribute__((vector_size(sizeof(V))));
+  const V lo = V{} - 87.0f, hi = V{} + 88.0f;
   x = x < lo ? lo : x;
   x = x > hi ? hi : x;
   const float shifter = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
-  Vec<float> kf = x * 1.44269504088896341f + shifter;
-  const v8i e = (reinterpret_cast<v8i>(kf) - (0x4B400000 - 127)) << 23;
+  V kf = x * 1.44269504088896341f + shifter;
+  const VI e = (reinterpret_cast<VI>(kf) - (0x4B400000 - 127)) << 23;
   kf = kf - shifter;
-  const Vec<float> r = (x - kf * 0.693359375f) + kf * 2.12194440e-4f;
-  Vec<float> p = splat(8.3125252e-3f);
+  const V r = (x - kf * 0.693359375f) + kf * 2.12194440e-4f;
+  V p = V{} + 8.3125252e-3f;
   p = p * r + 4.1890115e-2f;
   p = p * r + 1.6667114e-1f;
   p = p * r + 4.9999231e-1f;
   p = p * r * r + r + 1.0f;
-  return p * reinterpret_cast<Vec<float>>(e);
+  return p * reinterpret_cast<V>(e);
 }
 MGM_INLINE Vec<double> expv(Vec<double> x) {
   for (int i = 0; i < kLanes; ++i) x[i] = std::exp(x[i]);
@@ -119,26 +120,28 @@ template <bool kNonPos = false> MGM_INLINE Vec<double> exp2v(Vec<double> x) {
 // c = e - (y - 1) (exact, |c| <= 2^-24), which keeps tiny e exact.  1 / y ~ 1.5 - y / 2
 // (exact at y = 1 and 2, within 12% between: an error below 1e-8 on the result), so no
 // division.
-MGM_INLINE Vec<float> log1p_unit(Vec<float> e) {
+template <typename V> MGM_INLINE V log1p_unit(V e) {
   constexpr float kP[9] = {7.0376836292e-2f, -1.1514610310e-1f, 1.1676998740e-1f,
                            -1.2420140846e-1f, 1.4249322787e-1f, -1.6668057665e-1f,
                            2.0000714765e-1f, -2.4999993993e-1f, 3.3333331174e-1f};
-  const Vec<float> one = splat(1.0f), zero = splat(0.0f), y = one + e;  // y in [1, 2]
+  const V one = V{} + 1.0f, zero = V{}, y = one + e;  // y in [1, 2]
   const auto big = y > 1.41421356f;
-  const Vec<float> x = (big ? y * 0.5f : y) - 1.0f, k = big ? one : zero, z = x * x;
-  Vec<float> p = splat(kP[0]);
+  const V x = (big ? y * 0.5f : y) - 1.0f, k = big ? one : zero, z = x * x;
+  V p = V{} + kP[0];
   for (int i = 1; i < 9; ++i) p = p * x + kP[i];
-  const Vec<float> l = x + (x * z * p + k * -2.12194440e-4f - 0.5f * z) + k * 0.693359375f;
+  const V l = x + (x * z * p + k * -2.12194440e-4f - 0.5f * z) + k * 0.693359375f;
   return l + (e - (y - 1.0f)) * (1.5f - 0.5f * y);
 }
 
 // softplus (beta 1, threshold 20 as torch.nn.functional.softplus) and sigmoid per lane.
-MGM_INLINE Vec<float> softplusv(Vec<float> x) {
-  const Vec<float> zero = splat(0.0f);
-  const Vec<float> v = (x > zero ? x : zero) + log1p_unit(expv(x < zero ? x : -x));
+template <typename V = Vec<float>> MGM_INLINE V softplusv(V x) {
+  const V zero = {};
+  const V v = (x > zero ? x : zero) + log1p_unit(expv(x < zero ? x : -x));
   return x > 20.0f ? x : v;
 }
-MGM_INLINE Vec<float> sigmoidv(Vec<float> x) { return splat(1.0f) / (splat(1.0f) + expv(-x)); }
+template <typename V = Vec<float>> MGM_INLINE V sigmoidv(V x) {
+  return 1.0f / (1.0f + expv(-x));
+}
 MGM_INLINE Vec<double> softplusv(Vec<double> x) {
   for (int i = 0; i < kLanes; ++i) x[i] = x[i] > 20.0 ? x[i] : std::log1p(std::exp(x[i]));
   return x;

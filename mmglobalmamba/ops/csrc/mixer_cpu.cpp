@@ -41,11 +41,14 @@ constexpr int64_t kMinParallelWork = 1 << 15;
 constexpr int64_t kMaxState = 256;
 
 // Runs fn(k, ws) for k in [0, ntasks), the intra-op threads taking the next task from a
-// shared counter; ws: a 64-byte aligned per-thread workspace of ws_size elements.
+// shared counter; ws: a 64-byte aligned per-thread workspace of ws_size elements, kept by
+// the thread between calls (grown when needed), so no call pays for fresh pages again.
 template <typename T, typename F>
 void parallel_tasks(int64_t ntasks, int64_t ws_size, bool parallel, const F& fn) {
   auto worker = [&](std::atomic<int64_t>& next) {
-    std::vector<T> buf(static_cast<size_t>(ws_size) + 64 / sizeof(T));
+    static thread_local std::vector<T> buf;
+    if (buf.size() < static_cast<size_t>(ws_size) + 64 / sizeof(T))
+      buf = std::vector<T>(static_cast<size_t>(ws_size) + 64 / sizeof(T));
     T* ws = reinterpret_cast<T*>((reinterpret_cast<uintptr_t>(buf.data()) + 63) & ~uintptr_t(63));
     for (int64_t k = next.fetch_add(1); k < ntasks; k = next.fetch_add(1)) fn(k, ws);
   };
@@ -118,55 +121,37 @@ MGM_INLINE void decays(const T* dts, const T* A2, int64_t steps, int64_t N, T* E
   }
 }
 
-// The forward's dt = softplus?(..) and gates silu(z) of steps [t0, t0 + steps).
-template <typename T, bool kFull>
-MGM_INLINE void chunk_gates(const Scan<T>& a, int64_t b, int64_t c0, int64_t cw, int64_t t0,
-                            int64_t steps, const T* Wb, T* dts, T* gts) {
-  chunk_inputs<T, kFull>(a, b, c0, cw, t0, steps, Wb, dts, gts);
-  for (int64_t i = 0; i < steps * kLanes; i += kLanes) {
-    if (a.softplus) st(dts + i, softplusv(ld(dts + i)));
-    if (a.z) st(gts + i, ld(gts + i) * sigmoidv(ld(gts + i)));
-  }
-}
-
 // Forward of the block (b, channels [c0, c0 + cw)) of group g.  ws: (3N + R) * 8.
-// kN > 0: N == kN known at compile time, the states h stay in registers (the n loop
-// unrolled) and <C, h> is summed in 4 chains instead of one long dependency chain.
-template <typename T, bool kFull, int kN>
+template <typename T, bool kFull>
 MGM_INLINE void fwd_block(const Scan<T>& a, int64_t b, int64_t c0, int64_t cw, int64_t g,
                           T* ws) {
   using V = Vec<T>;
-  const int64_t N = kN ? kN : a.N;
+  const int64_t N = a.N;
   T *Ab = ws, *A2 = Ab + N * kLanes, *Wb = A2 + N * kLanes, *h = Wb + a.R * kLanes;
   block_consts(a, c0, cw, Ab);
   for (int64_t i = 0; i < N * kLanes; ++i) h[i] = T(0);
-  V hr[kN ? kN : 1] = {};
   const V Dv = a.D ? ldn<T, kFull>(a.D + c0, cw) : splat(T(0));
   alignas(64) T dts[kChunk * kLanes], gts[kChunk * kLanes];
   for (int64_t t0 = 0; t0 < a.L; t0 += kChunk) {
     const int64_t steps = std::min(kChunk, a.L - t0);
-    chunk_gates<T, kFull>(a, b, c0, cw, t0, steps, Wb, dts, gts);
+    chunk_inputs<T, kFull>(a, b, c0, cw, t0, steps, Wb, dts, gts);
+    for (int64_t i = 0; i < steps * kLanes; i += kLanes) {
+      if (a.softplus) st(dts + i, softplusv(ld(dts + i)));
+      if (a.z) st(gts + i, ld(gts + i) * sigmoidv(ld(gts + i)));
+    }
     for (int64_t i = 0; i < steps; ++i) {
       const int64_t t = t0 + i;
       const V uv = ldn<T, kFull>(a.u + b * a.su[0] + t * a.su[1] + c0 * a.su[2], cw, a.su[2]);
       const T* Bt = a.B + b * a.sB[0] + t * a.sB[1] + g * a.sB[2];
       const T* Ct = a.C + b * a.sC[0] + t * a.sC[1] + g * a.sC[2];
       const V dt = ld(dts + i * kLanes), dtu = dt * uv;
-      V acc[4] = {};
-#pragma GCC unroll 16
+      V acc[2] = {};  // <C, h> in 2 chains
       for (int64_t n = 0; n < N; ++n) {
-        const V e = exp2v(dt * ld(A2 + n * kLanes));
-        V hn;
-        if constexpr (kN > 0) {
-          hn = e * hr[n] + dtu * Bt[n];
-          hr[n] = hn;
-        } else {
-          hn = e * ld(h + n * kLanes) + dtu * Bt[n];
-          st(h + n * kLanes, hn);
-        }
-        acc[kN ? (n & 3) : 0] += hn * Ct[n];
+        const V hn = exp2v(dt * ld(A2 + n * kLanes)) * ld(h + n * kLanes) + dtu * Bt[n];
+        st(h + n * kLanes, hn);
+        acc[n & 1] += hn * Ct[n];
       }
-      V y = (acc[0] + acc[1]) + (acc[2] + acc[3]) + Dv * uv;
+      V y = acc[0] + acc[1] + Dv * uv;
       if (a.z) y *= ld(gts + i * kLanes);
       stn<T, kFull>(a.out + (b * a.L + t) * a.dim + c0, y, cw);
     }
@@ -176,7 +161,7 @@ MGM_INLINE void fwd_block(const Scan<T>& a, int64_t b, int64_t c0, int64_t cw, i
 // AVX-512 only: two adjacent full blocks of one group (channels [c0, c0 + 16), N = 16,
 // dt A <= 0) with the state loop on 16-lane vectors, 512 bits, which cores with full-width
 // AVX-512 run at twice the 8-lane throughput; the per-step inputs come from the 8-lane code
-// of each half.  ws: 2 (3N + R) * 8.
+// of each half, softplus and gates on 16 lanes.  ws: 2 (3N + R) * 8.
 typedef float V16 __attribute__((vector_size(64)));
 typedef float U16 __attribute__((vector_size(64), aligned(4), may_alias));
 MGM_INLINE V16 ld16(const float* p) { return *reinterpret_cast<const U16*>(p); }
@@ -187,6 +172,7 @@ MGM_V4 void fwd_pair_f32(const Scan<float>& a, int64_t b, int64_t c0, int64_t g,
   constexpr int64_t N = 16, W2 = 2 * kLanes;
   const int64_t wsb = (3 * N + a.R) * kLanes;  // one half's block_consts
   alignas(64) float A2[N * W2], dts[2][kChunk * kLanes], gts[2][kChunk * kLanes];
+  alignas(64) float dt2[kChunk * W2], gt2[kChunk * W2];  // (steps, 16)
   for (int64_t q = 0; q < 2; ++q) block_consts(a, c0 + q * kLanes, kLanes, ws + q * wsb);
   for (int64_t n = 0; n < N; ++n)
     *reinterpret_cast<U16*>(A2 + n * W2) =
@@ -196,8 +182,14 @@ MGM_V4 void fwd_pair_f32(const Scan<float>& a, int64_t b, int64_t c0, int64_t g,
   for (int64_t t0 = 0; t0 < a.L; t0 += kChunk) {
     const int64_t steps = std::min(kChunk, a.L - t0);
     for (int64_t q = 0; q < 2; ++q)
-      chunk_gates<float, true>(a, b, c0 + q * kLanes, kLanes, t0, steps,
-                               ws + q * wsb + 2 * N * kLanes, dts[q], gts[q]);
+      chunk_inputs<float, true>(a, b, c0 + q * kLanes, kLanes, t0, steps,
+                                ws + q * wsb + 2 * N * kLanes, dts[q], gts[q]);
+    for (int64_t i = 0; i < steps; ++i) {
+      const V16 d = cat16(ld(dts[0] + i * kLanes), ld(dts[1] + i * kLanes));
+      const V16 zv = cat16(ld(gts[0] + i * kLanes), ld(gts[1] + i * kLanes));
+      *reinterpret_cast<U16*>(dt2 + i * W2) = softplusv(d);  // a.nonpos: softplus is on
+      if (a.z) *reinterpret_cast<U16*>(gt2 + i * W2) = zv * sigmoidv(zv);
+    }
     for (int64_t i = 0; i < steps; ++i) {
       const int64_t t = t0 + i;
       const float* ur = a.u + b * a.su[0] + t * a.su[1] + c0 * a.su[2];
@@ -207,7 +199,7 @@ MGM_V4 void fwd_pair_f32(const Scan<float>& a, int64_t b, int64_t c0, int64_t g,
                                     ldn<float, true>(ur + kLanes * s, kLanes, s));
       const float* Bt = a.B + b * a.sB[0] + t * a.sB[1] + g * a.sB[2];
       const float* Ct = a.C + b * a.sC[0] + t * a.sC[1] + g * a.sC[2];
-      const V16 dt = cat16(ld(dts[0] + i * kLanes), ld(dts[1] + i * kLanes)), dtu = dt * uv;
+      const V16 dt = ld16(dt2 + i * W2), dtu = dt * uv;
       V16 acc[4] = {};
 #pragma GCC unroll 16
       for (int64_t n = 0; n < N; ++n) {
@@ -215,7 +207,7 @@ MGM_V4 void fwd_pair_f32(const Scan<float>& a, int64_t b, int64_t c0, int64_t g,
         acc[n & 3] += hr[n] * Ct[n];
       }
       V16 y = (acc[0] + acc[1]) + (acc[2] + acc[3]) + Dv * uv;
-      if (a.z) y *= cat16(ld(gts[0] + i * kLanes), ld(gts[1] + i * kLanes));
+      if (a.z) y *= ld16(gt2 + i * W2);
       *reinterpret_cast<U16*>(a.out + (b * a.L + t) * a.dim + c0) = y;
     }
   }
@@ -329,9 +321,8 @@ MGM_INLINE void bwd_block(const Scan<T>& a, int64_t b, int64_t c0, int64_t cw, i
 
 MGM_CLONES void fwd_f32(const Scan<float>& a, int64_t b, int64_t c0, int64_t cw, int64_t g,
                         float* ws) {
-  if (cw == kLanes && a.N == 16) return fwd_block<float, true, 16>(a, b, c0, cw, g, ws);
-  if (cw == kLanes) return fwd_block<float, true, 0>(a, b, c0, cw, g, ws);
-  fwd_block<float, false, 0>(a, b, c0, cw, g, ws);
+  if (cw == kLanes) return fwd_block<float, true>(a, b, c0, cw, g, ws);
+  fwd_block<float, false>(a, b, c0, cw, g, ws);
 }
 MGM_CLONES void bwd_f32(const Scan<float>& a, int64_t b, int64_t c0, int64_t cw, int64_t g,
                         float* ws, float* pB, float* pC) {
@@ -346,7 +337,7 @@ void fwd_pair(const Scan<float>& a, int64_t b, int64_t c0, int64_t g, float* ws)
 }
 void fwd_pair(const Scan<double>&, int64_t, int64_t, int64_t, double*) {}  // never called
 void fwd_any(const Scan<double>& a, int64_t b, int64_t c0, int64_t cw, int64_t g, double* ws) {
-  fwd_block<double, false, 0>(a, b, c0, cw, g, ws);
+  fwd_block<double, false>(a, b, c0, cw, g, ws);
 }
 void bwd_any(const Scan<float>& a, int64_t b, int64_t c0, int64_t cw, int64_t g, float* ws,
              float* pB, float* pC) {
