@@ -92,23 +92,25 @@ MGM_INLINE Vec<double> expv(Vec<double> x) {
 // 2^x on 8 or 16 float lanes, for the scan's decays exp(dt A) = 2^(dt A log2 e): x = k + r,
 // |r| <= 1/2, r exact (no Cody-Waite split needed), 2^r = 1 + r p(r), p a quartic fitted
 // for relative error (max 2.0e-7, mean -1.3e-8 in float32, about that of expv); x clamped
-// to [-126, 127] (no denormals, no inf), the upper clamp left out with kNonPos (the caller
-// guarantees x <= 0 or NaN: dt >= 0, A <= 0).
+// to [-126, 127] (no denormals, no inf).  kNonPos: the caller guarantees x <= 0 (dt >= 0,
+// A <= 0; a NaN in dt reaches the state through dt u B anyway), so the upper clamp is left
+// out and 2^k goes into the exponent bits by an integer add instead of a multiply.
 template <bool kNonPos = false, typename V = Vec<float>> MGM_INLINE V exp2v(V x) {
-  typedef int32_t VI __attribute__((vector_size(sizeof(V))));
+  typedef uint32_t VU __attribute__((vector_size(sizeof(V))));
   const V lo = V{} - 126.0f, hi = V{} + 127.0f;
   x = x < lo ? lo : x;
   if (!kNonPos) x = x > hi ? hi : x;
   const float shifter = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
-  const V kf = x + shifter;
-  const VI e = (reinterpret_cast<VI>(kf) - (0x4B400000 - 127)) << 23;  // 2^k
-  const V r = x - (kf - shifter);
+  const V kf = x + shifter, r = x - (kf - shifter);
   V p = V{} + 1.320300042e-3f;
   p = p * r + 9.674949571e-3f;
   p = p * r + 5.551046878e-2f;
   p = p * r + 2.402219921e-1f;
   p = p * r + 6.931467056e-1f;
-  return (p * r + 1.0f) * reinterpret_cast<V>(e);
+  p = p * r + 1.0f;
+  const VU kb = reinterpret_cast<VU>(kf);
+  if (kNonPos) return reinterpret_cast<V>(reinterpret_cast<VU>(p) + (kb << 23));  // k << 23
+  return p * reinterpret_cast<V>((kb - (0x4B400000 - 127)) << 23);                  // 2^k
 }
 template <bool kNonPos = false> MGM_INLINE Vec<double> exp2v(Vec<double> x) {
   for (int i = 0; i < kLanes; ++i) x[i] = std::exp2(x[i]);
