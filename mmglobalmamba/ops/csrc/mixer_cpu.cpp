@@ -14,12 +14,12 @@
 // Channel c reads B/C group c / (dim / G).  The work goes in blocks of up to 8 channels of
 // one group: the 8 lanes of a vector (Vec<T>, cpu_math.h), so B_t[n], C_t[n] are broadcast
 // scalars.  Narrow blocks (channel tails) load into zeroed lanes; their u and dout lanes are
-// 0, so the padding adds nothing to the sums over channels.  float32 full blocks run the
-// ISA-cloned code; float64 (gradcheck) and tails run the same template.
+// 0, so the padding adds nothing to the sums over channels.  float32 runs ISA-cloned code
+// (the forward on AVX-512: pairs of blocks, 16 lanes); float64 (gradcheck) the same template.
 // Backward of a block: a forward pass that stores the states h (L + 1, N, 8), the decays
-// exp(dt A) (L, N, 8), dt, the softplus slope and dL/dy in a per-thread buffer (freed at
-// the end of the call), then the reverse recurrence.  dB / dC (sums over channels) are
-// lane-reduced per step into per-task partials, dA / dD / d(delta_bias) kept per (batch, channel); all are summed in a fixed
+// exp(dt A) (L, N, 8), dt, the softplus slope and dL/dy in a per-thread buffer, then the
+// reverse recurrence.  dB / dC (sums over channels) are lane-reduced per step into per-task
+// partials, dA / dD / d(delta_bias) kept per (batch, channel); all are summed in a fixed
 // order, so results do not depend on thread timing.
 
 #include <torch/extension.h>
@@ -27,6 +27,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <type_traits>
 #include <vector>
 
 #include "cpu_math.h"
@@ -40,11 +41,14 @@ constexpr int64_t kMinParallelWork = 1 << 15;
 constexpr int64_t kMaxState = 256;
 
 // Runs fn(k, ws) for k in [0, ntasks), the intra-op threads taking the next task from a
-// shared counter; ws: a 64-byte aligned per-thread workspace of ws_size elements.
+// shared counter; ws: a 64-byte aligned per-thread workspace of ws_size elements, kept by
+// the thread between calls (grown when needed), so no call pays for fresh pages again.
 template <typename T, typename F>
 void parallel_tasks(int64_t ntasks, int64_t ws_size, bool parallel, const F& fn) {
   auto worker = [&](std::atomic<int64_t>& next) {
-    std::vector<T> buf(static_cast<size_t>(ws_size) + 64 / sizeof(T));
+    static thread_local std::vector<T> buf;
+    if (buf.size() < static_cast<size_t>(ws_size) + 64 / sizeof(T))
+      buf = std::vector<T>(static_cast<size_t>(ws_size) + 64 / sizeof(T));
     T* ws = reinterpret_cast<T*>((reinterpret_cast<uintptr_t>(buf.data()) + 63) & ~uintptr_t(63));
     for (int64_t k = next.fetch_add(1); k < ntasks; k = next.fetch_add(1)) fn(k, ws);
   };
@@ -61,19 +65,25 @@ struct Scan {
   int64_t batch, L, dim, N, G, R;  // R > 0: delta holds dt rows (batch, L, R), W (dim, R)
   const T *u, *delta, *z, *B, *C, *A, *D, *bias, *W, *dout;
   int64_t su[3], sd[3], sz[3], sB[3], sC[3], so[3];  // batch, time, channel / group
-  bool softplus;
+  bool softplus, nonpos;  // nonpos: softplus and A <= 0, so dt A <= 0
   T *out, *du, *ddelta, *dz;  // (batch, L, dim)
   T *dA, *dD, *dbias;         // (batch, N, dim), (batch, dim), (batch, dim)
   T *pB, *pC;                 // per task (L, G, N) partial sums
 };
 
-// Per-block constants in ws, zero-padded to 8 lanes: A (N, 8), W^T (R, 8).
+// Per-block constants in ws, zero-padded to 8 lanes: A (N, 8), A log2(e) (N, 8) for the
+// decays 2^(dt A log2 e) (rounded once: as if A were off by half an ulp), W^T (R, 8).
 template <typename T>
-MGM_INLINE void block_consts(const Scan<T>& a, int64_t c0, int64_t cw, T* Ab, T* Wb) {
-  for (int64_t i = 0; i < (a.N + a.R) * kLanes; ++i) Ab[i] = T(0);  // Wb follows Ab
+MGM_INLINE void block_consts(const Scan<T>& a, int64_t c0, int64_t cw, T* Ab) {
+  for (int64_t i = 0; i < (2 * a.N + a.R) * kLanes; ++i) Ab[i] = T(0);  // A2, Wb follow
+  T* A2 = Ab + a.N * kLanes;
+  T* Wb = A2 + a.N * kLanes;
   for (int64_t c = 0; c < cw; ++c) {
-    for (int64_t n = 0; n < a.N; ++n)
-      Ab[n * kLanes + c] = a.A[(c0 + c) * a.N + n];
+    for (int64_t n = 0; n < a.N; ++n) {
+      const T An = a.A[(c0 + c) * a.N + n];
+      Ab[n * kLanes + c] = An;
+      A2[n * kLanes + c] = T(static_cast<double>(An) * 1.4426950408889634074);
+    }
     for (int64_t r = 0; r < a.R; ++r) Wb[r * kLanes + c] = a.W[(c0 + c) * a.R + r];
   }
 }
@@ -101,32 +111,31 @@ MGM_INLINE void chunk_inputs(const Scan<T>& a, int64_t b, int64_t c0, int64_t cw
 
 // E[i, n] = exp(dt_i A_n) for steps [0, steps), in a loop without carried dependencies
 // (the backward's forward pass: the reverse pass reads them again).  The forward computes
-// them inside the recurrence, which measured ~10% faster there.
-template <typename T>
-MGM_INLINE void decays(const T* dts, const T* Ab, int64_t steps, int64_t N, T* E) {
+// them inside the recurrence, which measured ~10% faster there.  A2: A log2(e).
+template <typename T, bool kNonPos>
+MGM_INLINE void decays(const T* dts, const T* A2, int64_t steps, int64_t N, T* E) {
   for (int64_t i = 0; i < steps; ++i) {
     const Vec<T> dt = ld(dts + i * kLanes);
     for (int64_t n = 0; n < N; ++n)
-      st(E + (i * N + n) * kLanes, expv(dt * ld(Ab + n * kLanes)));
+      st(E + (i * N + n) * kLanes, exp2v<kNonPos>(dt * ld(A2 + n * kLanes)));
   }
 }
 
-// Forward of the block (b, channels [c0, c0 + cw)) of group g.  ws: (2N + R) * 8.
-
+// Forward of the block (b, channels [c0, c0 + cw)) of group g.  ws: (3N + R) * 8.
 template <typename T, bool kFull>
 MGM_INLINE void fwd_block(const Scan<T>& a, int64_t b, int64_t c0, int64_t cw, int64_t g,
                           T* ws) {
   using V = Vec<T>;
   const int64_t N = a.N;
-  T *Ab = ws, *Wb = Ab + N * kLanes, *h = Wb + a.R * kLanes;
-  block_consts(a, c0, cw, Ab, Wb);
+  T *Ab = ws, *A2 = Ab + N * kLanes, *Wb = A2 + N * kLanes, *h = Wb + a.R * kLanes;
+  block_consts(a, c0, cw, Ab);
   for (int64_t i = 0; i < N * kLanes; ++i) h[i] = T(0);
   const V Dv = a.D ? ldn<T, kFull>(a.D + c0, cw) : splat(T(0));
   alignas(64) T dts[kChunk * kLanes], gts[kChunk * kLanes];
   for (int64_t t0 = 0; t0 < a.L; t0 += kChunk) {
-    const int64_t steps = std::min(kChunk, a.L - t0), nl = steps * kLanes;
+    const int64_t steps = std::min(kChunk, a.L - t0);
     chunk_inputs<T, kFull>(a, b, c0, cw, t0, steps, Wb, dts, gts);
-    for (int64_t i = 0; i < nl; i += kLanes) {
+    for (int64_t i = 0; i < steps * kLanes; i += kLanes) {
       if (a.softplus) st(dts + i, softplusv(ld(dts + i)));
       if (a.z) st(gts + i, ld(gts + i) * sigmoidv(ld(gts + i)));
     }
@@ -136,21 +145,76 @@ MGM_INLINE void fwd_block(const Scan<T>& a, int64_t b, int64_t c0, int64_t cw, i
       const T* Bt = a.B + b * a.sB[0] + t * a.sB[1] + g * a.sB[2];
       const T* Ct = a.C + b * a.sC[0] + t * a.sC[1] + g * a.sC[2];
       const V dt = ld(dts + i * kLanes), dtu = dt * uv;
-      V acc = splat(T(0));
+      V acc[2] = {};  // <C, h> in 2 chains
       for (int64_t n = 0; n < N; ++n) {
-        const V hn = expv(dt * ld(Ab + n * kLanes)) * ld(h + n * kLanes) + dtu * Bt[n];
+        const V hn = exp2v(dt * ld(A2 + n * kLanes)) * ld(h + n * kLanes) + dtu * Bt[n];
         st(h + n * kLanes, hn);
-        acc += hn * Ct[n];
+        acc[n & 1] += hn * Ct[n];
       }
-      V y = acc + Dv * uv;
+      V y = acc[0] + acc[1] + Dv * uv;
       if (a.z) y *= ld(gts + i * kLanes);
       stn<T, kFull>(a.out + (b * a.L + t) * a.dim + c0, y, cw);
     }
   }
 }
 
+// AVX-512 only: two adjacent full blocks of one group (channels [c0, c0 + 16), N = 16,
+// dt A <= 0) with the state loop on 16-lane vectors, 512 bits, which cores with full-width
+// AVX-512 run at twice the 8-lane throughput; the per-step inputs come from the 8-lane code
+// of each half, softplus and gates on 16 lanes.  ws: 2 (3N + R) * 8.
+typedef float V16 __attribute__((vector_size(64)));
+typedef float U16 __attribute__((vector_size(64), aligned(4), may_alias));
+MGM_INLINE V16 ld16(const float* p) { return *reinterpret_cast<const U16*>(p); }
+MGM_INLINE V16 cat16(Vec<float> lo, Vec<float> hi) {
+  return __builtin_shufflevector(lo, hi, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+}
+MGM_V4 void fwd_pair_f32(const Scan<float>& a, int64_t b, int64_t c0, int64_t g, float* ws) {
+  constexpr int64_t N = 16, W2 = 2 * kLanes;
+  const int64_t wsb = (3 * N + a.R) * kLanes;  // one half's block_consts
+  alignas(64) float A2[N * W2], dts[2][kChunk * kLanes], gts[2][kChunk * kLanes];
+  alignas(64) float dt2[kChunk * W2], gt2[kChunk * W2];  // (steps, 16)
+  for (int64_t q = 0; q < 2; ++q) block_consts(a, c0 + q * kLanes, kLanes, ws + q * wsb);
+  for (int64_t n = 0; n < N; ++n)
+    *reinterpret_cast<U16*>(A2 + n * W2) =
+        cat16(ld(ws + (N + n) * kLanes), ld(ws + wsb + (N + n) * kLanes));
+  V16 hr[N] = {};
+  const V16 Dv = a.D ? ld16(a.D + c0) : V16{};
+  for (int64_t t0 = 0; t0 < a.L; t0 += kChunk) {
+    const int64_t steps = std::min(kChunk, a.L - t0);
+    for (int64_t q = 0; q < 2; ++q)
+      chunk_inputs<float, true>(a, b, c0 + q * kLanes, kLanes, t0, steps,
+                                ws + q * wsb + 2 * N * kLanes, dts[q], gts[q]);
+    for (int64_t i = 0; i < steps; ++i) {
+      const V16 d = cat16(ld(dts[0] + i * kLanes), ld(dts[1] + i * kLanes));
+      const V16 zv = cat16(ld(gts[0] + i * kLanes), ld(gts[1] + i * kLanes));
+      *reinterpret_cast<U16*>(dt2 + i * W2) = softplusv(d);  // a.nonpos: softplus is on
+      if (a.z) *reinterpret_cast<U16*>(gt2 + i * W2) = zv * sigmoidv(zv);
+    }
+    for (int64_t i = 0; i < steps; ++i) {
+      const int64_t t = t0 + i;
+      const float* ur = a.u + b * a.su[0] + t * a.su[1] + c0 * a.su[2];
+      const int64_t s = a.su[2];  // the (batch, dim, L) op's u: gathered per half
+      const V16 uv = s == 1 ? ld16(ur)
+                            : cat16(ldn<float, true>(ur, kLanes, s),
+                                    ldn<float, true>(ur + kLanes * s, kLanes, s));
+      const float* Bt = a.B + b * a.sB[0] + t * a.sB[1] + g * a.sB[2];
+      const float* Ct = a.C + b * a.sC[0] + t * a.sC[1] + g * a.sC[2];
+      const V16 dt = ld16(dt2 + i * W2), dtu = dt * uv;
+      V16 acc[4] = {};
+#pragma GCC unroll 16
+      for (int64_t n = 0; n < N; ++n) {
+        hr[n] = exp2v<true>(dt * ld16(A2 + n * W2)) * hr[n] + dtu * Bt[n];
+        acc[n & 3] += hr[n] * Ct[n];
+      }
+      V16 y = (acc[0] + acc[1]) + (acc[2] + acc[3]) + Dv * uv;
+      if (a.z) y *= ld16(gt2 + i * W2);
+      *reinterpret_cast<U16*>(a.out + (b * a.L + t) * a.dim + c0) = y;
+    }
+  }
+}
+
 inline int64_t bwd_ws(int64_t L, int64_t N, int64_t R) {
-  return (3 * N + R + (2 * L + 1) * N + 3 * L) * kLanes;
+  return (4 * N + R + (2 * L + 1) * N + 3 * L) * kLanes;
 }
 
 // Backward of one block; pB / pC: this task's (L, G, N) partials.  ws: bwd_ws(L, N, R).
@@ -159,9 +223,10 @@ MGM_INLINE void bwd_block(const Scan<T>& a, int64_t b, int64_t c0, int64_t cw, i
                           T* ws, T* pB, T* pC) {
   using V = Vec<T>;
   const int64_t N = a.N, L = a.L, NL = N * kLanes, GN = a.G * N;
-  T *Ab = ws, *Wb = Ab + NL, *gh = Wb + a.R * kLanes, *dAa = gh + NL, *H = dAa + NL;
+  T *Ab = ws, *A2 = Ab + NL, *Wb = A2 + NL, *gh = Wb + a.R * kLanes, *dAa = gh + NL;
+  T* H = dAa + NL;
   T *AD = H + (L + 1) * NL, *DT = AD + L * NL, *SG = DT + L * kLanes, *DY = SG + L * kLanes;
-  block_consts(a, c0, cw, Ab, Wb);
+  block_consts(a, c0, cw, Ab);
   for (int64_t i = 0; i < NL; ++i) H[i] = gh[i] = dAa[i] = T(0);  // H row 0: h_{-1} = 0
   const V Dv = a.D ? ldn<T, kFull>(a.D + c0, cw) : splat(T(0));
   alignas(64) T zs[kChunk * kLanes], gate[kChunk * kLanes], dgate[kChunk * kLanes];
@@ -181,7 +246,8 @@ MGM_INLINE void bwd_block(const Scan<T>& a, int64_t b, int64_t c0, int64_t cw, i
         st(dgate + i, s * (one + zv * (one - s)));
       }
     }
-    decays(dts, Ab, steps, N, AD + t0 * NL);
+    if (a.nonpos) decays<T, true>(dts, A2, steps, N, AD + t0 * NL);
+    else decays<T, false>(dts, A2, steps, N, AD + t0 * NL);
     for (int64_t i = 0; i < steps; ++i) {
       const int64_t t = t0 + i;
       const V uv = ldn<T, kFull>(a.u + b * a.su[0] + t * a.su[1] + c0 * a.su[2], cw, a.su[2]);
@@ -266,6 +332,10 @@ MGM_CLONES void bwd_f32(const Scan<float>& a, int64_t b, int64_t c0, int64_t cw,
 void fwd_any(const Scan<float>& a, int64_t b, int64_t c0, int64_t cw, int64_t g, float* ws) {
   fwd_f32(a, b, c0, cw, g, ws);
 }
+void fwd_pair(const Scan<float>& a, int64_t b, int64_t c0, int64_t g, float* ws) {
+  fwd_pair_f32(a, b, c0, g, ws);
+}
+void fwd_pair(const Scan<double>&, int64_t, int64_t, int64_t, double*) {}  // never called
 void fwd_any(const Scan<double>& a, int64_t b, int64_t c0, int64_t cw, int64_t g, double* ws) {
   fwd_block<double, false>(a, b, c0, cw, g, ws);
 }
@@ -319,6 +389,7 @@ Layout fill_scan(Scan<T>& a, const at::Tensor& u, const at::Tensor& delta, const
   a.u = u.data_ptr<T>(), a.delta = delta.data_ptr<T>(), a.z = ptr<T>(z);
   a.B = B.data_ptr<T>(), a.C = C.data_ptr<T>(), a.A = A.data_ptr<T>();
   a.D = ptr<T>(D), a.bias = ptr<T>(bias), a.W = ptr<T>(W), a.softplus = softplus;
+  a.nonpos = softplus && A.numel() > 0 && A.max().template item<T>() <= T(0);
   for (int i = 0; i < 3; ++i) {
     a.su[i] = u.stride(i), a.sd[i] = delta.stride(i), a.sz[i] = has(z) ? z->stride(i) : 0;
     a.sB[i] = B.stride(i), a.sC[i] = C.stride(i);
@@ -371,11 +442,22 @@ at::Tensor scan_fwd(const at::Tensor& u, const at::Tensor& delta, const at::Tens
     const Layout lay = fill_scan(a, u, delta, Ac, B, C, D, z, delta_bias, delta_softplus, W);
     a.out = out.data_ptr<scalar_t>();
     const bool par = a.batch * a.L * a.dim * a.N >= kMinParallelWork;
-    parallel_tasks<scalar_t>(a.batch * lay.nblocks, (2 * a.N + a.R) * kLanes, par,
+    // Tasks: runs of P blocks of one group, P = 2 where fwd_pair applies.
+    const int64_t P =
+        std::is_same<scalar_t, float>::value && a.N == 16 && a.nonpos && mgm_has_v4() ? 2 : 1;
+    const int64_t runs = (lay.blocks_per_group + P - 1) / P, per_b = a.G * runs;
+    parallel_tasks<scalar_t>(a.batch * per_b, 2 * (3 * a.N + a.R) * kLanes, par,
                              [&](int64_t k, scalar_t* ws) {
-      int64_t g, c0, cw;
-      lay.block(k % lay.nblocks, g, c0, cw);
-      fwd_any(a, k / lay.nblocks, c0, cw, g, ws);
+      const int64_t b = k / per_b, g0 = k % per_b / runs, j0 = k % runs * P;
+      const int64_t j1 = std::min(j0 + P, lay.blocks_per_group);
+      int64_t g, c0, cw, c1 = 0, cw1 = 0;
+      lay.block(g0 * lay.blocks_per_group + j0, g, c0, cw);
+      if (j1 - j0 == 2) lay.block(g0 * lay.blocks_per_group + j0 + 1, g, c1, cw1);
+      if (j1 - j0 == 2 && cw + cw1 == 2 * kLanes) return fwd_pair(a, b, c0, g, ws);
+      for (int64_t j = j0; j < j1; ++j) {
+        lay.block(g0 * lay.blocks_per_group + j, g, c0, cw);
+        fwd_any(a, b, c0, cw, g, ws);
+      }
     });
   });
   return out;
