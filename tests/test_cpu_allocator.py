@@ -8,7 +8,7 @@ import pytest
 from mmglobalmamba.engine import cpu_allocator
 from mmglobalmamba.engine.cpu_allocator import (allocator_env, allocator_from_maps,
                                                 find_allocator, loaded_allocator,
-                                                reexec_under)
+                                                reexec_under, resolve_allocator)
 
 
 def _have(name):
@@ -50,6 +50,20 @@ def test_find_allocator(tmp_path):
         find_allocator('mimalloc')
     with pytest.raises(ValueError, match='no library to preload'):
         find_allocator('glibc')
+
+
+def test_resolve_allocator(monkeypatch):
+    assert resolve_allocator('auto') == ('tcmalloc' if _have('tcmalloc') else 'glibc')
+    assert resolve_allocator('glibc') == 'glibc'
+    with pytest.raises(ValueError, match='unknown CPU allocator'):
+        resolve_allocator('mimalloc')
+
+    def missing(name):
+        raise FileNotFoundError(f'{name} not found')
+    monkeypatch.setattr(cpu_allocator, 'find_allocator', missing)
+    assert resolve_allocator('auto') == 'glibc'
+    with pytest.raises(FileNotFoundError, match='jemalloc not found'):
+        resolve_allocator('jemalloc')
 
 
 def test_allocator_env(monkeypatch):

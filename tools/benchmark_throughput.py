@@ -84,9 +84,9 @@ def train_main(args, argv):
     from tqdm import tqdm
 
     from mmglobalmamba.analysis.benchmark import describe_machine
-    from mmglobalmamba.analysis.train_step import (format_train_table,
+    from mmglobalmamba.analysis.train_step import (format_train_table, row_name,
                                                    time_train_step_in_child, train_targets)
-    from mmglobalmamba.engine.cpu_allocator import find_allocator
+    from mmglobalmamba.engine.cpu_allocator import resolve_allocator
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
@@ -95,29 +95,22 @@ def train_main(args, argv):
         sys.exit('fp16 mixed precision needs CUDA; use bf16 on CPU')
     cps = {'off': [False], 'on': [True], 'both': [False, True]}[args.with_cp]
     backend = (args.backend or [None])[0]
-    allocator = args.allocator
-    if device.type == 'cuda':
-        allocator = None  # CUDA peaks are the CUDA allocator's; keep the environment's
-    elif allocator == 'auto':
+    allocator = None  # CUDA peaks are the CUDA allocator's: keep the environment's
+    if device.type == 'cpu':
         try:
-            find_allocator('tcmalloc')
-            allocator = 'tcmalloc'
-        except FileNotFoundError as err:
-            print(f'note: {err}; rows run under glibc malloc, whose resident set overstates '
-                  'what with_cp keeps', file=sys.stderr)
-            allocator = 'glibc'
-    elif allocator != 'glibc':
-        try:
-            find_allocator(allocator)
+            allocator = resolve_allocator(args.allocator)
         except FileNotFoundError as err:
             sys.exit(str(err))
+        if args.allocator == 'auto' and allocator == 'glibc':
+            print('note: tcmalloc is not installed (apt-get install libtcmalloc-minimal4); rows '
+                  'run under glibc malloc, whose resident set overstates what with_cp keeps',
+                  file=sys.stderr)
     if args.threads:  # the children read it from the environment
         os.environ['OMP_NUM_THREADS'] = str(args.threads)
     runs = []
     for spec in args.arch + args.configs:
         what, shapes = split_spec(spec, args.shape)
-        name = os.path.splitext(os.path.basename(what))[0] if what.endswith('.py') \
-            else f'GlobalMamba-{what}'
+        name = row_name(what)
         runs += [(what, name, s, b, cp, p) for s in shapes for b in args.batch_size
                  for p in precisions for cp in cps]
     bar = tqdm(total=len(runs) * (args.iters + args.warmup), unit='step', dynamic_ncols=True)

@@ -25,12 +25,6 @@ __all__ = ['BenchResult', 'PeakMemory', 'benchmark', 'describe_machine']
 _MiB = 1024 * 1024
 
 
-def _trim_heap():
-    """Return the allocator's free memory to the OS (glibc, tcmalloc, jemalloc)."""
-    from mmglobalmamba.engine.cpu_allocator import release_free_memory
-    release_free_memory()
-
-
 def _status_kib(field):
     try:
         with open('/proc/self/status') as f:
@@ -54,7 +48,8 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats(self.device)
             self._base = torch.cuda.memory_allocated(self.device)
             return self
-        _trim_heap()
+        from mmglobalmamba.engine.cpu_allocator import release_free_memory
+        release_free_memory()  # memory freed by earlier runs: back to the system
         self._base = (_status_kib('VmRSS') or 0) * 1024
         try:
             with open('/proc/self/clear_refs', 'w') as f:

@@ -27,8 +27,8 @@ import torch
 
 from .benchmark import PeakMemory
 
-__all__ = ['TrainStepResult', 'synthetic_train_batch', 'build_train_setup', 'time_train_step',
-           'time_train_step_in_child', 'format_train_table', 'with_cp_savings',
+__all__ = ['TrainStepResult', 'row_name', 'synthetic_train_batch', 'build_train_setup',
+           'time_train_step', 'time_train_step_in_child', 'format_train_table', 'with_cp_savings',
            'train_targets']
 
 
@@ -156,17 +156,20 @@ def _total_loss(log_vars):
     return float(loss.item() if isinstance(loss, torch.Tensor) else loss)
 
 
+def row_name(what):
+    """The table name of ``what``: a config's file stem, or 'GlobalMamba-<preset>'."""
+    return osp.splitext(osp.basename(what))[0] if what.endswith('.py') \
+        else f'GlobalMamba-{what}'
+
+
 def time_train_step(what, shape, batch_size=2, with_cp=False, precision='fp32', device='cpu',
-                    iters=3, warmup=1, name=None, cfg_options=None, progress=None):
+                    iters=3, warmup=1, name=None, cfg_options=None):
     """Build ``what`` (see :func:`build_train_setup`) and time ``warmup + iters`` full
     train steps on one synthetic batch. A step that fails (e.g. a detector under CPU
     autocast, inside mmcv's float32-only NMS) gives a row with ``error`` set."""
     device = torch.device(device)
-    if name is None:
-        name = osp.splitext(osp.basename(what))[0] if what.endswith('.py') \
-            else f'GlobalMamba-{what}'
     from mmglobalmamba.engine.cpu_allocator import loaded_allocator
-    result = TrainStepResult(name=name, shape=tuple(shape), batch_size=batch_size,
+    result = TrainStepResult(name=name or row_name(what), shape=tuple(shape), batch_size=batch_size,
                              with_cp=with_cp, precision=precision, steps=iters,
                              allocator=loaded_allocator())
     model, optim_wrapper, task, num_classes = build_train_setup(
@@ -187,12 +190,8 @@ def time_train_step(what, shape, batch_size=2, with_cp=False, precision='fp32', 
                 if i >= warmup:
                     times.append(time.perf_counter() - start)
                 losses.append(_total_loss(log_vars))
-                if progress is not None:
-                    progress.update(1)
     except (RuntimeError, ValueError) as err:
         result.error = f'{type(err).__name__}: {str(err).splitlines()[0][:120]}'
-        if progress is not None:
-            progress.update(warmup + iters - len(losses))
         return result
     finally:
         del model, optim_wrapper
@@ -226,7 +225,7 @@ def time_train_step_in_child(what, shape, batch_size=2, with_cp=False, precision
             fields = json.loads(line[len(_RESULT_TAG):])
             fields['shape'], fields['losses'] = tuple(fields['shape']), tuple(fields['losses'])
             return TrainStepResult(**fields)
-    result = TrainStepResult(name=name or what, shape=tuple(shape), batch_size=batch_size,
+    result = TrainStepResult(name=name or row_name(what), shape=tuple(shape), batch_size=batch_size,
                              with_cp=with_cp, precision=precision, steps=iters,
                              allocator=allocator or '')
     tail = (proc.stderr.strip().splitlines() or [''])[-1][:120]

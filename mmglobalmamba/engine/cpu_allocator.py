@@ -15,8 +15,8 @@ import ctypes.util
 import os
 import sys
 
-__all__ = ['ALLOCATORS', 'find_allocator', 'allocator_from_maps', 'loaded_allocator',
-           'allocator_env', 'reexec_under', 'release_free_memory']
+__all__ = ['ALLOCATORS', 'find_allocator', 'resolve_allocator', 'allocator_from_maps',
+           'loaded_allocator', 'allocator_env', 'reexec_under', 'release_free_memory']
 
 # name -> (library file names to look for, how to install it)
 ALLOCATORS = {
@@ -65,6 +65,21 @@ def find_allocator(name, search_dirs=None):
             return found
     raise FileNotFoundError(f'{name} not found (looked for {", ".join(files)}): install it '
                             f'({hint}) or run with the default allocator (glibc)')
+
+
+def resolve_allocator(name):
+    """``name`` checked to be usable here; 'auto' becomes 'tcmalloc' where it is installed,
+    else 'glibc'. Raises FileNotFoundError (how to install it) for a missing one."""
+    if name == 'auto':
+        try:
+            find_allocator('tcmalloc')
+            return 'tcmalloc'
+        except FileNotFoundError:
+            return 'glibc'
+    _check_name(name)
+    if name != 'glibc':
+        find_allocator(name)
+    return name
 
 
 def allocator_from_maps(maps_text):
