@@ -28,7 +28,7 @@ __all__ = [
     'BACKENDS', 'ENV_VAR', 'BackendUnavailableError', 'CPUKernelNotBuiltWarning',
     'available_backends', 'scan_backend', 'resolve_backend', 'requested_backend',
     'cpu_kernel', 'mamba_ssm_interface', 'causal_conv1d_interface', 'why_unavailable',
-    'backend_report', 'reset_cache'
+    'backend_report', 'reset_cache', 'scan_substitute', 'active_scan_substitute'
 ]
 
 BACKENDS = ('cuda', 'cpu', 'torch')
@@ -228,6 +228,27 @@ def scan_backend(name):
         yield
     finally:
         stack.pop()
+
+
+@contextlib.contextmanager
+def scan_substitute(fn):
+    """Inside the ``with`` block (this thread) every ``selective_scan`` call runs
+    ``fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus)`` instead of a backend, and
+    ``mamba_inner`` takes its composed (batch, dim, L) route so that each mixer's scan
+    reaches ``fn``. The hook for tools that must see the scan as one op of their own: FLOP
+    counting (a traced custom op) and ONNX export (a Scan graph). ``fn`` itself runs with
+    the substitute lifted, so it may call ``selective_scan``; ``None`` lifts it."""
+    previous = getattr(_local, 'substitute', None)
+    _local.substitute = fn
+    try:
+        yield
+    finally:
+        _local.substitute = previous
+
+
+def active_scan_substitute():
+    """The function set by the innermost :func:`scan_substitute` on this thread, or None."""
+    return getattr(_local, 'substitute', None)
 
 
 def requested_backend():

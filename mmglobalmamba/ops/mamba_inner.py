@@ -3,7 +3,7 @@ import torch.nn.functional as F
 
 from .causal_conv1d import causal_conv1d
 from .channels_last import mamba_inner_channels_last
-from .dispatch import mamba_ssm_interface, resolve_backend
+from .dispatch import active_scan_substitute, mamba_ssm_interface, resolve_backend
 from .selective_scan import selective_scan
 
 __all__ = ['mamba_inner', 'mamba_inner_composed']
@@ -24,7 +24,8 @@ def mamba_inner(xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight
         A: (d_inner, d_state); D, delta_bias: (d_inner,).
         backend: 'cuda' calls mamba_ssm's fused ``mamba_inner_fn``; 'cpu' runs the
             channels-last kernels on the rows of ``xz.transpose(1, 2)`` (no transposed
-            copies when xz is a transposed in_proj output); 'torch' composes the pieces.
+            copies when xz is a transposed in_proj output); 'torch' composes the pieces,
+            as does any backend inside ``dispatch.scan_substitute`` (conv as F.conv1d).
     Returns (batch, L, d_model).
     """
     batch, two_d, L = xz.shape
@@ -37,6 +38,10 @@ def mamba_inner(xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight
     if x_proj_weight.shape != (dt_rank + 2 * d_state, d_inner):
         raise ValueError(f'x_proj_weight must be (dt_rank + 2 * d_state, d_inner) = '
                          f'{(dt_rank + 2 * d_state, d_inner)}, got {tuple(x_proj_weight.shape)}')
+    if active_scan_substitute() is not None:  # every scan must reach the substitute
+        return mamba_inner_composed(xz, conv1d_weight, conv1d_bias, x_proj_weight,
+                                    delta_proj_weight, out_proj_weight, out_proj_bias, A, D,
+                                    delta_bias, delta_softplus, backend='torch')
     name = resolve_backend(backend, xz.device, 'mamba_inner')
     if name == 'cuda':
         w = conv1d_weight if conv1d_weight.dim() == 3 else conv1d_weight.unsqueeze(1)
@@ -63,7 +68,7 @@ def mamba_inner_composed(xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_pr
                          out_proj_weight, out_proj_bias, A, D=None, delta_bias=None,
                          delta_softplus=True, backend=None):
     """The mixer from its separate ops in the (batch, dim, L) layout: the 'torch' route, and
-    the one FLOP counting traces (``mmglobalmamba.analysis``). Same arguments and result
+    the one taken inside ``dispatch.scan_substitute`` (FLOP counting, ONNX export). Same arguments and result
     as :func:`mamba_inner`."""
     batch, _, L = xz.shape
     d_inner, d_state = A.shape

@@ -1,6 +1,7 @@
 """``selective_scan``: the Mamba-1 S6 scan, dispatched to the best available backend."""
 from .channels_last import selective_scan_cpu
-from .dispatch import mamba_ssm_interface, resolve_backend
+from .dispatch import (active_scan_substitute, mamba_ssm_interface, resolve_backend,
+                       scan_substitute)
 from .reference import selective_scan_torch
 
 __all__ = ['selective_scan']
@@ -37,13 +38,18 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
         u, delta, z: (batch, dim, L). A: (dim, N), real.
         B, C: (batch, N, L) or grouped (batch, G, N, L). D, delta_bias: (dim,).
         delta_softplus: apply softplus to ``delta + delta_bias``.
-        backend: ``'cuda'``, ``'cpu'``, ``'torch'`` or None/``'auto'`` (see ``dispatch``).
+        backend: ``'cuda'``, ``'cpu'``, ``'torch'`` or None/``'auto'`` (see ``dispatch``);
+            inside ``dispatch.scan_substitute(fn)``, ``fn`` runs instead.
 
     Computes ``dt = softplus?(delta + delta_bias)``,
     ``h_t = exp(dt_t A) h_{t-1} + dt_t B_t u_t``, ``y_t = <C_t, h_t> + D u_t`` and, with z,
     ``y * silu(z)``, in fp32 (fp64 for fp64 inputs). Returns (batch, dim, L) in u's dtype.
     """
     _check_shapes(u, delta, A, B, C, D, z, delta_bias)
+    substitute = active_scan_substitute()
+    if substitute is not None:  # a tracer's stand-in (see dispatch.scan_substitute)
+        with scan_substitute(None):
+            return substitute(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     name = resolve_backend(backend, u.device, 'selective_scan')
     if name == 'cuda':
         return mamba_ssm_interface().selective_scan_fn(u, delta, A, B, C, D, z, delta_bias,
