@@ -9,7 +9,7 @@ import pytest
 from mmengine.config import Config
 
 import mmglobalmamba  # noqa: F401
-from mmglobalmamba.analysis.config_check import check_config
+from mmglobalmamba.checks.config_check import check_config
 from mmglobalmamba.engine.config import build_model_on_cpu
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -74,3 +74,23 @@ def test_pretrained_init_from_converted_classifier(config, convert_args, tmp_pat
     for key, value in weights.items():
         if not key.startswith('head.'):
             assert torch.equal(model.backbone.state_dict()[key], value), key
+
+
+def test_missing_pretrained_file_says_how_to_start(tmp_path):
+    """A main config without its pretrained file stops at init with what to do; the
+    documented override trains from scratch."""
+    cfg = Config.fromfile(osp.join(ROOT, 'configs/upernet_globalmamba_ade20k.py'))
+    cfg.model.backbone.arch = dict(embed_dims=32, depth=2)
+    cfg.model.backbone.out_indices = (0, 0, 1, 1)
+    missing = str(tmp_path / 'pretrain' / 'globalmamba_tiny.pth')
+    cfg.model.backbone.init_cfg.checkpoint = missing
+    model = build_model_on_cpu(cfg)
+    with pytest.raises(FileNotFoundError) as err:
+        model.backbone.init_weights()
+    message = str(err.value)
+    assert missing in message and 'tools/convert_checkpoint.py' in message
+    assert '--cfg-options model.backbone.init_cfg=None' in message
+    cfg.merge_from_dict({'model.backbone.init_cfg': None})  # what --cfg-options does
+    model = build_model_on_cpu(cfg)
+    model.backbone.init_weights()                          # random init: nothing to read
+    assert model.backbone.init_cfg is None

@@ -106,7 +106,8 @@ def test_serializer_stays_fp32_under_autocast():
 def test_segmentor_train_step_cpu_autocast_wrapper():
     """UperNet + GlobalMamba-tiny train steps through CPUAutocastOptimWrapper (bf16) and the
     fp32 OptimWrapper from the same weights: finite, losses within a few percent."""
-    from mmglobalmamba.analysis.train_step import build_train_setup, synthetic_train_batch
+    from mmglobalmamba.benchmark.train_step import build_train_setup
+    from mmglobalmamba.engine.synthetic_batch import synthetic_batch
     cfg = osp.join(ROOT, 'configs/demo/upernet_globalmamba-tiny_synthetic-seg.py')
     losses = {}
     for precision in ('fp32', 'bf16'):
@@ -114,7 +115,7 @@ def test_segmentor_train_step_cpu_autocast_wrapper():
         model, wrapper, task, num_classes = build_train_setup(cfg, precision=precision)
         assert type(wrapper).__name__ == ('OptimWrapper' if precision == 'fp32'
                                           else 'CPUAutocastOptimWrapper')
-        data = synthetic_train_batch(task, (128, 128), 2, num_classes)
+        data = synthetic_batch(task, (128, 128), 2, num_classes)
         losses[precision] = float(model.train_step(data, wrapper)['loss'])
     assert all(torch.isfinite(torch.tensor(v)) for v in losses.values())
     assert abs(losses['bf16'] - losses['fp32']) / losses['fp32'] < 0.05, losses
@@ -132,23 +133,6 @@ def test_enable_amp_choices():
     assert cfg.optim_wrapper.type == 'CPUAutocastOptimWrapper'
     with pytest.raises(ValueError, match='fp16 mixed precision needs a CUDA GPU'):
         enable_amp(ConfigDict(optim_wrapper=dict(type='OptimWrapper')), 'float16', 'cpu')
-
-
-def test_train_step_benchmark_rows_and_targets():
-    from mmglobalmamba.analysis.train_step import (format_train_table, time_train_step,
-                                                   train_targets)
-    rows = []
-    for cp in (False, True):
-        torch.manual_seed(0)  # the same random weights for both rows
-        rows.append(time_train_step('tiny', (64, 64), 2, cp, 'fp32', iters=1, warmup=1))
-    assert all(not r.error and r.ms_per_step > 0 and len(r.losses) == 2 for r in rows)
-    # same weights and data: the with_cp step gives the same first loss
-    assert abs(rows[0].losses[0] - rows[1].losses[0]) < 1e-5
-    table = format_train_table(rows, markdown=True)
-    assert table.count('\n') == 3 and 'GlobalMamba-tiny' in table
-    lines = '\n'.join(train_targets(rows, 'cpu'))
-    assert 'GlobalMamba-tiny 64x64 b2 fp32: memory' in lines
-    assert 'target with_cp: not measured' in lines
 
 
 @pytest.mark.slow

@@ -1,5 +1,5 @@
 """Build any mmseg / mmdet config's model and run it once on CPU, without data or weights
-(see :mod:`mmglobalmamba.analysis.config_check`).
+(see :mod:`mmglobalmamba.checks.config_check`).
 
 Examples::
 
@@ -12,7 +12,7 @@ import argparse
 def main(argv=None):
     from mmengine.config import Config, DictAction
 
-    from mmglobalmamba.analysis.config_check import check_config
+    from mmglobalmamba.checks.config_check import check_config
     parser = argparse.ArgumentParser(description='Build a config\'s model and run it once')
     parser.add_argument('config')
     parser.add_argument('--shape', type=int, nargs=2, default=(128, 128), metavar=('H', 'W'))

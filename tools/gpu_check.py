@@ -1,23 +1,24 @@
 #!/usr/bin/env python
 """CUDA side of ``tools/gpu_check.sh``: report the kernels found, check the CUDA backend
-against the PyTorch reference at backbone sizes, and print CUDA-vs-PyTorch speed-ups for
-the selective scan and the tiny backbone (or, when the backbone cannot be imported on this
-machine, a stand-in stack of 24 mixers at the same shapes).
+against the PyTorch reference at backbone sizes (outputs and gradients), and time the
+selective scan and the tiny backbone (``mmglobalmamba.benchmark.scan``).
 
     python tools/gpu_check.py [--repeats 10] [--skip-scan] [--skip-backbone]
 
-Exit status: 0 when the CUDA backend is available and agrees with the reference.
+Exit status: 0 when the CUDA backend is available and agrees with the reference to 1e-3
+(relative to the reference's largest magnitude).
 """
 import argparse
-import math
 import sys
 
 import torch
-import torch.nn.functional as F
 
 from mmglobalmamba import ops
-from mmglobalmamba.analysis import scan_benchmark as bench
+from mmglobalmamba.benchmark import scan
+from mmglobalmamba.benchmark.measure import describe_machine
 from mmglobalmamba.ops import dispatch
+
+TOLERANCE = 1e-3
 
 
 def report_environment():
@@ -37,67 +38,21 @@ def rel_err(a, b):
 
 def check_agreement(device):
     """CUDA vs torch backend on mixer-sized inputs (L=1361): outputs and gradients."""
-    ok = True
-    inputs = bench.make_scan_inputs(2, 384, 16, 1361, device)
+    inputs = scan.make_scan_inputs(2, 384, 16, 1361, device)
     results = {}
     for name in ('cuda', 'torch'):
         leaves = {k: v.detach().clone().requires_grad_() for k, v in inputs.items()}
-        out = bench.scan_backend_fn(name)(**leaves)
+        out = scan.scan_backend_fn(name)(**leaves)
         out.backward(torch.ones_like(out))
         results[name] = (out.detach(), {k: v.grad for k, v in leaves.items()})
     errs = {'out': rel_err(results['cuda'][0], results['torch'][0])}
     for k in inputs:
         errs['d' + k] = rel_err(results['cuda'][1][k], results['torch'][1][k])
     worst = max(errs.values())
-    ok &= worst < 1e-3
     print('selective_scan cuda vs torch (L=1361), max rel err: ' +
-          ', '.join(f'{k} {v:.1e}' for k, v in errs.items()) + (' OK' if worst < 1e-3 else
-                                                                  ' MISMATCH'))
-    return ok
-
-
-class MixerStack(torch.nn.Module):
-    """Stand-in for the backbone's 24 mixers when the backbone cannot be imported: the
-    same projections and mamba_inner calls at the tiny shapes (D=192, d_inner=384)."""
-
-    def __init__(self, depth=24, d_model=192, d_state=16, width=4):
-        super().__init__()
-        d_inner, dt_rank = 2 * d_model, math.ceil(d_model / 16)
-        self.layers = torch.nn.ModuleList()
-        for _ in range(depth):
-            m = torch.nn.Module()
-            m.in_proj = torch.nn.Linear(d_model, 2 * d_inner, bias=False)
-            m.conv_w = torch.nn.Parameter(torch.randn(d_inner, width) * 0.2)
-            m.conv_b = torch.nn.Parameter(torch.zeros(d_inner))
-            m.x_proj = torch.nn.Linear(d_inner, dt_rank + 2 * d_state, bias=False)
-            m.dt_proj = torch.nn.Linear(dt_rank, d_inner)
-            m.A_log = torch.nn.Parameter(
-                torch.log(torch.arange(1, d_state + 1.).repeat(d_inner, 1)))
-            m.D = torch.nn.Parameter(torch.ones(d_inner))
-            m.out_proj = torch.nn.Linear(d_inner, d_model, bias=False)
-            self.layers.append(m)
-
-    def forward(self, h):  # (B, L, D)
-        for m in self.layers:
-            xz = m.in_proj(F.rms_norm(h, h.shape[-1:])).transpose(1, 2)
-            h = h + ops.mamba_inner(xz, m.conv_w, m.conv_b, m.x_proj.weight,
-                                    m.dt_proj.weight, m.out_proj.weight, None,
-                                    -torch.exp(m.A_log), m.D, m.dt_proj.bias)
-        return h
-
-
-def stand_in_section(args, device):
-    model = MixerStack().to(device).eval()
-    h = torch.randn(2, 1361, 192, device=device)
-    rows = []
-    for name in ('cuda', 'torch'):
-        def run(name=name):
-            with torch.no_grad(), ops.scan_backend(name):
-                model(h)
-        rows.append((name, bench.time_call(run, device, args.repeats if name == 'cuda' else 1)))
-    for name, t in rows:
-        print(f'  24-mixer stand-in forward, backend {name:5s}: {bench.fmt(t)}')
-    print(f'speed-up of cuda over torch on the 24-mixer stand-in: {rows[1][1] / rows[0][1]:.1f}x')
+          ', '.join(f'{k} {v:.1e}' for k, v in errs.items()) +
+          f'; worst {worst:.1e} (tolerance {TOLERANCE:g})')
+    return worst < TOLERANCE
 
 
 def main():
@@ -109,17 +64,18 @@ def main():
     if not torch.cuda.is_available():
         sys.exit('gpu_check: torch sees no CUDA device')
     device = torch.device('cuda')
+    machine = describe_machine(device)
     if not report_environment():
         sys.exit('gpu_check: the CUDA backend is not available (see above)')
     ok = check_agreement(device)
     if not cli.skip_scan:
-        print()
-        bench.scan_table(device, repeats=cli.repeats)
+        fast, rows = scan.measure_scans(device, rounds=cli.repeats)
+        print('\n' + scan.format_scan_table(fast, rows))
     if not cli.skip_backbone:
-        print()
-        if bench.backbone_table(device, repeats=cli.repeats, train=False) is None:
-            print('timing a stand-in stack of 24 mixers at the same shapes instead')
-            stand_in_section(cli, device)
+        result = scan.measure_backbone(device, rounds=cli.repeats, train=False)
+        print(f'\nGlobalMamba-tiny forward, batch {result["batch"]}, {result["size"]} px:')
+        print(scan.format_backbone_table(result))
+    print(f'\n{machine.finish().describe()}')
     sys.exit(0 if ok else 1)
 
 

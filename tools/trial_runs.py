@@ -1,5 +1,5 @@
 """Trial runs of the real configs: a few train iterations on generated data in the ADE20K /
-COCO layouts, then one short evaluation (see ``mmglobalmamba.analysis.trial_run``).
+COCO layouts, then one short evaluation (see ``mmglobalmamba.checks.trial_run``).
 
     python tools/trial_runs.py                                  # the three main configs, CUDA, fp16
     python tools/trial_runs.py --size 64 --iters 2 --precision fp32   # CPU check at 64 px
@@ -39,7 +39,7 @@ def main(argv=None):
     import torch
     from mmengine.config import Config
 
-    from mmglobalmamba.analysis.trial_run import format_trials, make_trial_data, trial_run
+    from mmglobalmamba.checks.trial_run import format_trials, make_trial_data, trial_run
     from mmglobalmamba.ops import available_backends
     cuda = torch.cuda.is_available()
     precision = args.precision or ('fp16' if cuda else 'fp32')

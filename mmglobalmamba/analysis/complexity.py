@@ -25,19 +25,17 @@ plus ``delta + delta_bias`` 1, softplus 1, ``+ D*u`` 1 (multiply-add), gate ``* 
 each when present: up to **6 B D L** more.
 """
 import contextlib
-import importlib
 import math
 import warnings
 from collections import Counter
 from typing import Optional
 
 import torch
-import torch.nn as nn
 
 __all__ = [
     'SCAN_OP', 'selective_scan_flops', 'selective_scan_flop_jit', 'matmul_flop_jit',
-    'FLOP_HANDLES', 'traceable_scan', 'analyze_complexity', 'build_backbone',
-    'build_model_from_config', 'model_inputs', 'classifier_param_count', 'format_count'
+    'FLOP_HANDLES', 'traceable_scan', 'analyze_complexity', 'classifier_param_count',
+    'format_count'
 ]
 
 SCAN_OP = 'mmglobalmamba_analysis::selective_scan'
@@ -67,7 +65,7 @@ def _ivalue(value):
 
 def selective_scan_flop_jit(inputs, outputs):
     """Handle for the ``mmglobalmamba_analysis::selective_scan`` trace node, whose
-    arguments are (u, delta, A, B, C, D, z, delta_bias, delta_softplus)."""
+    arguments are (u, delta, A, B, C, D, z, delta_bias, delta_softplus, backend)."""
     batch, dim, length = _shape(inputs[0])
     d_state = _shape(inputs[2])[1]
     return Counter({'selective_scan': selective_scan_flops(
@@ -76,17 +74,28 @@ def selective_scan_flop_jit(inputs, outputs):
         delta_softplus=bool(_ivalue(inputs[8])))})
 
 
-def _python_scan_flop_jit(inputs, outputs):
-    """Handle for an autograd-Function scan traced as ``prim::PythonOp`` (our CPU kernel's
-    ``SelectiveScanCPUFn``, mamba_ssm's ``SelectiveScanFn``) when :func:`traceable_scan`
-    is not used. Only tensor arguments are visible there: (u, delta, A, B, C, D?, z?,
-    delta_bias?) taken in that order, with softplus assumed (as in every Mamba mixer)."""
-    batch, dim, length = _shape(inputs[0])
+def _rows_scan_flop_jit(inputs, outputs):
+    """Handle for the CPU route's scan, ``SelectiveScanRowsFn`` (traced as
+    ``prim::PythonOp``; only its tensor arguments are visible), as the mixer calls it: u
+    (batch, L, dim), the low-rank dt (batch, L, R), A, B, C, D, z, delta_bias and the
+    dt_proj weight (dim, R), softplus on. The scan counts as in the composed route; the
+    dt_proj product the kernel forms itself counts as the 'linear' it replaces."""
+    batch, length, dim = _shape(inputs[0])
     d_state = _shape(inputs[2])[1]
-    extra = len([v for v in inputs[5:8] if _shape(v) is not None])
-    return Counter({'selective_scan': selective_scan_flops(
-        batch, dim, length, d_state, with_D=extra >= 1, with_z=extra >= 2,
-        with_delta_bias=extra >= 3, delta_softplus=True)})
+    rank = _shape(inputs[1])[-1]
+    flops = Counter({'selective_scan': selective_scan_flops(batch, dim, length, d_state)})
+    if rank != dim:  # dt_proj folded into the kernel
+        flops['linear'] = batch * length * rank * dim
+    return flops
+
+
+def _rows_conv_flop_jit(inputs, outputs):
+    """Handle for the CPU route's depthwise causal conv, ``CausalConv1dRowsFn`` (x
+    (batch, L, dim), weight (dim, width)), counted as mmengine counts the composed route's
+    padded ``F.conv1d``: ``batch * dim * width * (L + width - 1)``."""
+    batch, length, dim = _shape(inputs[0])
+    width = _shape(inputs[1])[-1]
+    return Counter({'conv': batch * dim * width * (length + width - 1)})
 
 
 def matmul_flop_jit(inputs, outputs):
@@ -102,8 +111,8 @@ def matmul_flop_jit(inputs, outputs):
 FLOP_HANDLES = {
     SCAN_OP: selective_scan_flop_jit,
     'aten::matmul': matmul_flop_jit,
-    'prim::PythonOp.SelectiveScanCPUFn': _python_scan_flop_jit,
-    'prim::PythonOp.SelectiveScanFn': _python_scan_flop_jit,
+    'prim::PythonOp.SelectiveScanRowsFn': _rows_scan_flop_jit,
+    'prim::PythonOp.CausalConv1dRowsFn': _rows_conv_flop_jit,
 }
 
 # ----------------------------------------------------------------------------------------
@@ -113,7 +122,8 @@ _scan_op = None
 
 
 def _get_scan_op():
-    """Define (once) the custom op whose implementation is the real selective scan."""
+    """The custom op (defined once) whose implementation is the real selective scan on
+    the backend named by its last argument."""
     global _scan_op
     if _scan_op is None:
         from mmglobalmamba.ops import selective_scan
@@ -121,52 +131,30 @@ def _get_scan_op():
         @torch.library.custom_op(SCAN_OP, mutates_args=())
         def _scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
                   C: torch.Tensor, D: Optional[torch.Tensor], z: Optional[torch.Tensor],
-                  delta_bias: Optional[torch.Tensor], delta_softplus: bool) -> torch.Tensor:
-            return selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+                  delta_bias: Optional[torch.Tensor], delta_softplus: bool,
+                  backend: str) -> torch.Tensor:
+            return selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                                  backend=backend)
 
         _scan_op = _scan
     return _scan_op
 
 
-def _composed_backend(device='cpu'):
-    """The fastest backend that runs ``mamba_inner`` as separate ops on ``device``: the
-    CPU kernel on CPU if built, else the PyTorch reference (also on CUDA, where the
-    'cuda' backend would fuse the whole mixer into one opaque call)."""
-    from mmglobalmamba.ops import available_backends
-    if torch.device(device).type == 'cpu' and 'cpu' in available_backends():
-        return 'cpu'
-    return 'torch'
-
-
 @contextlib.contextmanager
-def traceable_scan(backend=None, device='cpu'):
-    """Inside: the mixers' selective scan is one ``SCAN_OP`` trace node, and the scan and
-    conv run on ``backend`` (default: the CPU kernel if built, else PyTorch) through the
-    composed (batch, dim, L) route, so that neither the fused CUDA ``mamba_inner`` nor the
-    channels-last CPU kernels (both opaque to the trace) are taken. It swaps module
-    attributes of ``mmglobalmamba.ops.mamba_inner`` while active: not thread-safe."""
-    from mmglobalmamba.ops import scan_backend
-    inner = importlib.import_module('mmglobalmamba.ops.mamba_inner')
+def traceable_scan(backend=None):
+    """Inside: every mixer's selective scan is one ``SCAN_OP`` trace node (through
+    ``ops.scan_substitute``), whose implementation runs the real scan on ``backend``
+    (default: the CPU kernel if built, else the PyTorch reference)."""
+    from mmglobalmamba.ops import available_backends, scan_substitute
+    if backend is None:
+        backend = 'cpu' if 'cpu' in available_backends() else 'torch'
     op = _get_scan_op()
-    original = inner.selective_scan
 
-    def counted_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None,
-                     delta_softplus=False, backend=None):
-        return op(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus))
+    def counted_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+        return op(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus), backend)
 
-    def composed_mixer(xz_rows, *args, **kwargs):  # instead of the channels-last kernels
-        return inner.mamba_inner_composed(xz_rows.transpose(1, 2), *args, **kwargs,
-                                          backend='cpu')
-
-    original_cl = inner.mamba_inner_channels_last
-    inner.selective_scan = counted_scan
-    inner.mamba_inner_channels_last = composed_mixer
-    try:
-        with scan_backend(backend or _composed_backend(device)):
-            yield
-    finally:
-        inner.selective_scan = original
-        inner.mamba_inner_channels_last = original_cl
+    with scan_substitute(counted_scan):
+        yield
 
 
 # ----------------------------------------------------------------------------------------
@@ -178,15 +166,18 @@ def _count_mixers(model):
     return sum((2 if m.bimamba else 1) for m in model.modules() if isinstance(m, MambaMixer))
 
 
-def analyze_complexity(model, inputs, backend=None):
+def analyze_complexity(model, inputs, backend=None, scan_node=True):
     """Params and FLOPs of ``model(*inputs)`` (one forward, eval mode, no grad).
 
     Args:
         model (nn.Module): any model; GlobalMamba scans are counted wherever they are.
         inputs (tuple): positional inputs of ``model.forward``.
         backend (str | None): scan backend of the traced forward: 'cpu' or 'torch'
-            (default: 'cpu' for CPU models if built, else 'torch'). The count does not
-            depend on it.
+            (default: 'cpu' if built, else 'torch').
+        scan_node (bool): trace each scan as one ``SCAN_OP`` node (:func:`traceable_scan`,
+            the default); False traces the route ``backend`` really takes (on 'cpu' the
+            channels-last kernels, counted by their ``prim::PythonOp`` handles). Both
+            give the same count.
 
     Returns:
         dict: ``params`` (int), ``flops`` (int), ``flops_by_module`` (Counter: module
@@ -197,9 +188,8 @@ def analyze_complexity(model, inputs, backend=None):
     from mmengine.analysis import FlopAnalyzer, parameter_count
     if not isinstance(inputs, tuple):
         inputs = (inputs, )
+    from mmglobalmamba.ops import scan_backend
     was_training = model.training
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device('cpu')
     model.eval()
     analyzer = FlopAnalyzer(model, inputs)
     analyzer.set_op_handle(**FLOP_HANDLES)
@@ -207,7 +197,8 @@ def analyze_complexity(model, inputs, backend=None):
     analyzer.uncalled_modules_warnings(False)
     analyzer.tracer_warnings('none')
     try:
-        with torch.no_grad(), traceable_scan(backend, device), warnings.catch_warnings():
+        route = traceable_scan(backend) if scan_node else scan_backend(backend)
+        with torch.no_grad(), route, warnings.catch_warnings():
             warnings.simplefilter('ignore')
             total = analyzer.total()  # traces now, while the scan is a single node
             by_module = analyzer.by_module()
@@ -238,66 +229,3 @@ def format_count(n, unit='M', digits=2):
     """12345678 -> '12.35M' ('K', 'M', 'G' or 'T')."""
     scale = {'K': 1e3, 'M': 1e6, 'G': 1e9, 'T': 1e12}[unit]
     return f'{n / scale:.{digits}f}{unit}'
-
-
-# ----------------------------------------------------------------------------------------
-# Building what to analyse
-
-
-def build_backbone(arch='tiny', **kwargs):
-    """A GlobalMamba backbone as the configs use it (4 outputs, strides 4-32), random
-    weights; ``kwargs`` override the constructor arguments."""
-    from mmglobalmamba.models import GlobalMamba
-    cfg = dict(arch=arch, img_size=224, out_indices=(5, 11, 17, 23),
-               pyramid_strides=(4, 8, 16, 32), norm_cfg=dict(type='BN', requires_grad=True))
-    if isinstance(arch, dict):
-        depth = arch['depth']
-        cfg['out_indices'] = tuple(depth * (i + 1) // 4 - 1 for i in range(4))
-    cfg.update(kwargs)
-    return GlobalMamba(**cfg)
-
-
-def build_model_from_config(config, cfg_options=None):
-    """Build ``config`` (a path or a ``Config``)'s model on CPU with random weights
-    (pretrained init dropped, SyncBN as BN), in eval mode. Returns (model, task) with task
-    'seg' (mmseg) or 'det' (mmdet)."""
-    from mmengine.config import Config
-
-    from mmglobalmamba.engine.config import build_model_on_cpu, config_scope
-    cfg = Config.fromfile(config) if isinstance(config, str) else config
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    model = build_model_on_cpu(cfg, pretrained=False)
-    return model.eval(), 'seg' if config_scope(cfg) == 'mmseg' else 'det'
-
-
-class _TensorForward(nn.Module):
-    """Calls ``model(inputs, data_samples, mode='tensor')`` with fixed data samples, so the
-    traced input is one tensor. Attribute ``model`` keeps the module names readable."""
-
-    def __init__(self, model, data_samples):
-        super().__init__()
-        self.model = model
-        self._samples = data_samples
-
-    def forward(self, inputs):
-        out = self.model(inputs, self._samples, mode='tensor')
-        return tuple(out) if isinstance(out, (list, tuple)) else out
-
-
-def model_inputs(model, task, shape, batch=1):
-    """(module to trace, inputs) for a full model at image ``shape`` (H, W): mmseg's and
-    mmdet's 'tensor' mode (backbone, neck, heads; mmdet's RoI head on the RPN proposals)."""
-    H, W = shape
-    x = torch.randn(batch, 3, H, W)
-    if task == 'seg':
-        return _TensorForward(model, None), (x, )
-    from mmdet.structures import DetDataSample
-    meta = dict(img_shape=(H, W), ori_shape=(H, W), pad_shape=(H, W),
-                batch_input_shape=(H, W), scale_factor=(1.0, 1.0))
-    samples = []
-    for _ in range(batch):
-        sample = DetDataSample()
-        sample.set_metainfo(meta)
-        samples.append(sample)
-    return _TensorForward(model, samples), (x, )

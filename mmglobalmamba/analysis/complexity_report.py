@@ -1,11 +1,13 @@
 """Complexity reports: the numbers and tables that ``tools/get_flops.py`` prints."""
-import os.path as osp
 import time
 
 import torch
 
-from .complexity import (analyze_complexity, build_backbone, build_model_from_config,
-                         classifier_param_count, model_inputs)
+from mmglobalmamba.benchmark.measure import row_name
+from mmglobalmamba.engine.config import build_backbone, build_model_from_config
+from mmglobalmamba.engine.synthetic_batch import TensorForward
+
+from .complexity import analyze_complexity, classifier_param_count
 from .complexity import format_count as fc
 
 
@@ -17,7 +19,7 @@ def backbone_complexity(arch, shape, backend=None):
     res = analyze_complexity(model, (torch.randn(1, 3, *shape), ), backend=backend)
     mo = res['analyzer'].by_module_and_operator()
     res.update(
-        name=f'GlobalMamba-{arch}', shape=shape,
+        name=row_name(arch), shape=shape,
         pyramid_params=res['params_by_module'].get('pyramid', 0),
         pyramid_flops=res['flops_by_module'].get('pyramid', 0),
         scan_flops=res['flops_by_operator'].get('selective_scan', 0),
@@ -31,10 +33,10 @@ def config_complexity(path, shape, backend=None, cfg_options=None):
     backbone's share and the inference parameter count (auxiliary head left out)."""
     start = time.perf_counter()
     model, task = build_model_from_config(path, cfg_options)
-    module, inputs = model_inputs(model, task, shape)
-    res = analyze_complexity(module, inputs, backend=backend)
+    res = analyze_complexity(TensorForward(model, task, shape), (torch.randn(1, 3, *shape), ),
+                             backend=backend)
     bb = 'model.backbone'
-    res.update(name=osp.splitext(osp.basename(path))[0], shape=shape, task=task,
+    res.update(name=row_name(path), shape=shape, task=task,
                backbone_params=res['params_by_module'].get(bb, 0),
                backbone_flops=res['flops_by_module'].get(bb, 0),
                infer_params=res['params'] - res['params_by_module'].get(

@@ -30,7 +30,7 @@ import torch
 
 __all__ = [
     'sync', 'Timings', 'time_interleaved', 'PeakMemory', 'Machine', 'describe_machine',
-    'format_table', 'format_seconds', 'format_ratio', 'row_name'
+    'format_table', 'format_seconds', 'format_ratio', 'row_name', 'split_spec'
 ]
 
 _MiB = 1024 * 1024
@@ -250,3 +250,16 @@ def row_name(what):
     if what in ('tiny', 'small'):
         return f'GlobalMamba-{what}'
     return str(what)
+
+
+def split_spec(spec, default_shapes):
+    """A command line's model with its own input size: 'NAME@HxW' -> (NAME, [(H, W)]);
+    a plain NAME takes ``default_shapes``."""
+    if '@' not in spec:
+        return spec, list(default_shapes)
+    name, size = spec.rsplit('@', 1)
+    try:
+        H, W = (int(v) for v in size.lower().split('x'))
+    except ValueError:
+        raise ValueError(f'bad size in {spec!r}: write NAME@HxW, e.g. tiny@800x1344') from None
+    return name, [(H, W)]

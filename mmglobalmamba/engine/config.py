@@ -6,7 +6,8 @@ through these few functions, so a config behaves the same in each of them:
 * :func:`prepare_config`: the scope check and the CPU fallbacks (SyncBN -> BN, gloo),
 * :func:`choose_work_dir`: ``--work-dir`` > the config's ``work_dir`` > ``work_dirs/<name>``,
 * :func:`build_model_on_cpu`: the config's model in its scope, SyncBN as BN, optionally
-  without reading pretrained weights.
+  without reading pretrained weights; :func:`build_model_from_config` the same from a path,
+  in eval mode, with its task; :func:`build_backbone` a backbone preset as the configs use it.
 """
 import copy
 import importlib
@@ -122,3 +123,29 @@ def build_model_on_cpu(cfg, pretrained=True):
     if not pretrained:
         drop_pretrained(model_cfg)
     return registry.build(ConfigDict(model_cfg))  # a ConfigDict: mmdet reads train_cfg.rpn
+
+
+def build_model_from_config(config, cfg_options=None):
+    """``config`` (a path or a ``Config``)'s model on CPU with random weights (pretrained
+    init dropped, SyncBN as BN), in eval mode. Returns (model, task), task 'seg' (mmseg)
+    or 'det' (mmdet)."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(config) if isinstance(config, str) else config
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    model = build_model_on_cpu(cfg, pretrained=False)
+    return model.eval(), 'seg' if config_scope(cfg) == 'mmseg' else 'det'
+
+
+def build_backbone(arch='tiny', **kwargs):
+    """A GlobalMamba backbone as the configs use it (4 outputs, strides 4-32, BN), random
+    weights; ``arch`` a preset name or ``dict(embed_dims=..., depth=...)``, whose outputs
+    are then spread over the depth; ``kwargs`` override the constructor arguments."""
+    from mmglobalmamba.models import GlobalMamba
+    cfg = dict(arch=arch, img_size=224, out_indices=(5, 11, 17, 23),
+               pyramid_strides=(4, 8, 16, 32), norm_cfg=dict(type='BN', requires_grad=True))
+    if isinstance(arch, dict):
+        depth = arch['depth']
+        cfg['out_indices'] = tuple(depth * (i + 1) // 4 - 1 for i in range(4))
+    cfg.update(kwargs)
+    return GlobalMamba(**cfg)

@@ -12,6 +12,7 @@ Data flows one way (docs/algorithm.md, sections 2-4)::
 ``serialization='raster'`` with ``bimamba=True`` is the Vim baseline in the same pipeline.
 """
 import math
+import os.path as osp
 
 import torch
 import torch.nn as nn
@@ -215,7 +216,15 @@ class GlobalMamba(BaseModule):
         """Load ``init_cfg`` pretrained weights with our loader (positions resized per
         band, head dropped, shape clashes named); random init otherwise (done at build)."""
         if isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained':
-            load_pretrained(self, self.init_cfg['checkpoint'],
+            checkpoint = self.init_cfg['checkpoint']
+            if '://' not in checkpoint and not osp.isfile(osp.expanduser(checkpoint)):
+                raise FileNotFoundError(
+                    f'pretrained backbone weights {checkpoint!r} do not exist: convert an '
+                    'ImageNet classifier with `python tools/convert_checkpoint.py CKPT '
+                    f'{checkpoint} --arch ...` (no GlobalMamba weights are published; '
+                    "Vim's are), or train from scratch with `--cfg-options "
+                    'model.backbone.init_cfg=None` (README, "Pretrained weights").')
+            load_pretrained(self, checkpoint,
                             prefix=self.init_cfg.get('prefix'),
                             logger=MMLogger.get_current_instance())
             self._is_init = True

@@ -11,37 +11,7 @@ import time
 import torch
 
 from mmglobalmamba.engine.config import build_model_on_cpu
-
-
-def _seg_sample(h, w, num_classes, with_gt, seed):
-    from mmengine.structures import PixelData
-    from mmseg.structures import SegDataSample
-    sample = SegDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w)))
-    if with_gt:
-        gen = torch.Generator().manual_seed(seed)
-        labels = torch.randint(0, num_classes, (1, h, w), generator=gen)
-        sample.gt_sem_seg = PixelData(data=labels)
-    return sample
-
-
-def _det_sample(h, w, num_classes, with_gt):
-    import numpy as np
-    from mmdet.structures import DetDataSample
-    from mmdet.structures.mask import BitmapMasks
-    from mmengine.structures import InstanceData
-    sample = DetDataSample(metainfo=dict(
-        img_shape=(h, w), ori_shape=(h, w), scale_factor=(1.0, 1.0), img_id=0))
-    if with_gt:
-        x0, y0, x1, y1 = w // 4, h // 4, 3 * w // 4, 3 * h // 4
-        mask = np.zeros((1, h, w), np.uint8)
-        mask[0, y0:y1, x0:x1] = 1
-        sample.gt_instances = InstanceData(
-            bboxes=torch.tensor([[x0, y0, x1, y1]], dtype=torch.float32),
-            labels=torch.tensor([min(1, num_classes - 1)]),
-            masks=BitmapMasks(mask, h, w))
-        sample.gt_ignore_instances = InstanceData(
-            bboxes=torch.zeros((0, 4)), labels=torch.zeros((0, ), dtype=torch.long))
-    return sample
+from mmglobalmamba.engine.synthetic_batch import synthetic_batch
 
 
 def _num_classes(cfg):
@@ -59,22 +29,12 @@ def check_model(model, cfg, shape=(64, 64), loss=False, seed=0):
     """
     h, w = shape
     scope = cfg.default_scope
+    task = 'seg' if scope == 'mmseg' else 'det'
     num_classes = _num_classes(cfg)
-    gen = torch.Generator().manual_seed(seed)
-    image = torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=gen)
-
-    def make_data(with_gt, batch=1):
-        # training runs two images: BN after the 1x1 pooling of PPM needs more than one value
-        if scope == 'mmseg':
-            samples = [_seg_sample(h, w, num_classes, with_gt, seed + i) for i in range(batch)]
-        else:
-            samples = [_det_sample(h, w, num_classes, with_gt) for _ in range(batch)]
-        return dict(inputs=[image.clone() for _ in range(batch)], data_samples=samples)
-
     report = {}
     model.eval()
     with torch.no_grad():
-        (pred, ) = model.test_step(make_data(False))
+        (pred, ) = model.test_step(synthetic_batch(task, shape, 1, num_classes, False, seed))
     if scope == 'mmseg':
         seg = pred.pred_sem_seg.data
         assert seg.shape[-2:] == (h, w), f'prediction {tuple(seg.shape)} for a {h}x{w} input'
@@ -87,7 +47,9 @@ def check_model(model, cfg, shape=(64, 64), loss=False, seed=0):
             assert tuple(inst.masks.shape[-2:]) == (h, w)
     if loss:
         model.train()
-        data = model.data_preprocessor(make_data(True, batch=2), True)
+        # two images: BN after the 1x1 pooling of PPM needs more than one value
+        data = model.data_preprocessor(synthetic_batch(task, shape, 2, num_classes, True, seed),
+                                       True)
         losses = model(**data, mode='loss')
         total, _ = model.parse_losses(losses)
         assert torch.isfinite(total), f'non-finite loss {losses}'

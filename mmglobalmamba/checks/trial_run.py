@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import torch
 from mmengine.hooks import Hook
 
+from mmglobalmamba.benchmark.measure import PeakMemory, format_table, row_name, sync
 from mmglobalmamba.registry import HOOKS
 
 __all__ = ['TrialResult', 'TrialRecorderHook', 'trial_config', 'trial_run', 'make_trial_data',
@@ -48,11 +49,14 @@ class TrialResult:
         return bool(self.losses) and all(math.isfinite(v) for v in self.losses)
 
 
+def _device():
+    return 'cuda' if torch.cuda.is_available() else 'cpu'
+
+
 @HOOKS.register_module()
 class TrialRecorderHook(Hook):
     """Records the total loss of every train iteration, the time of the iterations after
-    the first (which includes warm-up work such as kernel selection), the input size and
-    the peak memory of the training."""
+    the first (which includes warm-up work such as kernel selection) and the input size."""
 
     priority = 'VERY_LOW'
 
@@ -60,18 +64,12 @@ class TrialRecorderHook(Hook):
         self.losses, self.times, self.input_shape = [], [], None
         self._start = None
 
-    def before_train(self, runner):
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
-
     def before_train_iter(self, runner, batch_idx, data_batch=None):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
+        sync(_device())
         self._start = time.perf_counter()
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
+        sync(_device())
         self.times.append(time.perf_counter() - self._start)
         loss = (outputs or {}).get('loss')
         self.losses.append(float(loss) if loss is not None else float('nan'))
@@ -179,9 +177,8 @@ def trial_run(config, data_root, work_dir, iters=20, size=None, with_cp=False,
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
 
-    from .benchmark import PeakMemory
     cfg = trial_config(config, data_root, work_dir, iters, size, with_cp, precision)
-    device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    device = _device()
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     recorder = next(h for h in runner.hooks if isinstance(h, TrialRecorderHook))
     with PeakMemory(device) as mem:
@@ -199,16 +196,15 @@ def trial_run(config, data_root, work_dir, iters=20, size=None, with_cp=False,
 
 
 def format_trials(results):
-    """A markdown table of trial results."""
-    lines = ['| config | with_cp | precision | input | it/s | peak MiB | first loss | '
-             'last loss | metric |', '|---|---|---|---|---|---|---|---|---|']
+    """Trial results as one markdown table."""
+    header = ['config', 'with_cp', 'precision', 'input', 'it/s', 'peak MiB', 'first loss',
+              'last loss', 'metric']
+    rows = []
     for r in results:
         metric = next(((k, v) for k, v in r.metrics.items()
                        if k.endswith(('mIoU', 'bbox_mAP'))), None)
-        shape = 'x'.join(map(str, r.input_shape))
-        lines.append(
-            f'| {osp.splitext(osp.basename(r.config))[0]} | {"on" if r.with_cp else "off"} '
-            f'| {r.precision} | {shape} | {r.it_per_s:.2f} | {r.peak_mib:.0f} | '
-            f'{r.losses[0]:.4f} | {r.losses[-1]:.4f} | '
-            f'{f"{metric[0]} {metric[1]:.3f}" if metric else "-"} |')
-    return '\n'.join(lines)
+        rows.append([row_name(r.config), 'on' if r.with_cp else 'off', r.precision,
+                     'x'.join(map(str, r.input_shape)), f'{r.it_per_s:.2f}',
+                     f'{r.peak_mib:.0f}', f'{r.losses[0]:.4f}', f'{r.losses[-1]:.4f}',
+                     f'{metric[0]} {metric[1]:.3f}' if metric else '-'])
+    return format_table(header, rows, markdown=True)
