@@ -9,14 +9,23 @@ the OpenMMLab stack; when mmengine is installed, importing the package
   README, "Checkpoint safety").
 
 It never imports mamba_ssm or causal_conv1d here: the CUDA kernels are looked up lazily on
-first use.
+first use. Where torch cannot be imported, only ``mmglobalmamba.deploy.runtime`` (the
+ONNX Runtime runner) is usable, and importing the package loads nothing else.
 """
 import importlib.util
 
 from .version import __version__
-from . import ops  # noqa: F401
 
-if importlib.util.find_spec('mmengine') is not None:
+try:
+    from . import ops  # noqa: F401
+except ImportError as err:  # no torch: only the torch-free mmglobalmamba.deploy.runtime works
+    if (err.name or '').split('.')[0] != 'torch':
+        raise
+    _HAS_TORCH = False
+else:
+    _HAS_TORCH = True
+
+if _HAS_TORCH and importlib.util.find_spec('mmengine') is not None:
     from .checkpoint_safety import use_safe_checkpoint_loading
 
     use_safe_checkpoint_loading()
