@@ -19,21 +19,24 @@ def loop_selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None,
     u, delta, A, B, C = (t.double() for t in (u, delta, A, B, C))
     batch, dim, L = u.shape
 
-    def per_channel(M):  # -> (batch, dim, N, L)
+    def per_channel(M):  # -> (batch, 1 or dim, N, L), broadcasting over the channels
         if M.dim() == 3:
-            return M[:, None].expand(batch, dim, *M.shape[1:])
+            return M[:, None]
         return M.repeat_interleave(dim // M.shape[1], dim=1)
 
-    B, C = per_channel(B), per_channel(C)
     dt = delta + (delta_bias.double()[:, None] if delta_bias is not None else 0)
     if delta_softplus:
         dt = torch.where(dt > 20, dt, torch.log1p(torch.exp(dt)))
+    # Per-step slices by unbind: autograd then stacks the slice gradients once, instead of
+    # a full-size zero-filled gradient per step and slice (slow at L ~ 30 when the
+    # full-size tensors are large enough for torch's intra-op threads).
+    B_t, C_t = per_channel(B).unbind(-1), per_channel(C).unbind(-1)  # (batch, ., N) each
+    dt_t, u_t = dt[..., None].unbind(-2), u[..., None].unbind(-2)    # (batch, dim, 1) each
     h = torch.zeros(batch, dim, A.shape[1], dtype=torch.float64)
     ys = []
     for t in range(L):
-        dt_t = dt[:, :, t, None]                                  # (batch, dim, 1)
-        h = torch.exp(dt_t * A) * h + dt_t * B[..., t] * u[:, :, t, None]
-        ys.append((h * C[..., t]).sum(-1))                        # (batch, dim)
+        h = torch.exp(dt_t[t] * A) * h + dt_t[t] * B_t[t] * u_t[t]
+        ys.append((h * C_t[t]).sum(-1))                           # (batch, dim)
     y = torch.stack(ys, -1) if ys else torch.zeros_like(u)        # (batch, dim, L)
     if D is not None:
         y = y + D.double()[:, None] * u
