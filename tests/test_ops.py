@@ -1,10 +1,9 @@
 """Parity tests for mmglobalmamba.ops: every available backend against the float64 plain
-loops of tests/loop_reference.py (independent of the package code), forward and gradients."""
+loops of tests/loop_reference.py (independent of the package code), forward and gradients.
+How a backend is chosen, and the errors when one is missing: tests/test_dispatch.py."""
 import itertools
-import os
 import sys
 import types
-import warnings
 
 import pytest
 import torch
@@ -681,100 +680,7 @@ def test_cuda_route_adds_out_proj_bias_itself(monkeypatch):
 
 
 # ---------------------------------------------------------------------------------------
-# Dispatch
-
-
-@pytest.fixture
-def fresh_dispatch(monkeypatch):
-    """Forget cached kernel imports before and after the test (which may fake them)."""
-    monkeypatch.delenv(dispatch.ENV_VAR, raising=False)
-    dispatch.reset_cache()
-    yield monkeypatch
-    dispatch.reset_cache()
-
-
-def test_default_backend_for_cpu_tensors(fresh_dispatch):
-    expected = 'cpu' if dispatch.cpu_kernel() is not None else 'torch'
-    assert ops.resolve_backend(None, 'cpu') == expected
-    assert ops.available_backends()[-1] == 'torch'
-
-
-def test_forcing_cuda_without_it_is_a_clear_error(fresh_dispatch):
-    if HAS_CUDA and 'cuda' in ops.available_backends():
-        pytest.skip('CUDA kernels are available here')
-    kw = make_scan_inputs(1, 2, 3, 2)
-    with pytest.raises(ops.BackendUnavailableError, match='pip install --no-build-isolation'):
-        ops.selective_scan(**kw, backend='cuda')
-    with pytest.raises(ops.BackendUnavailableError, match='causal-conv1d'):
-        ops.causal_conv1d(kw['u'], torch.randn(2, 4), backend='cuda')
-
-
-def test_forcing_cpu_without_kernel_is_a_clear_error(fresh_dispatch):
-    fresh_dispatch.setitem(sys.modules, 'mmglobalmamba._C', None)  # import now fails
-    kw = make_scan_inputs(1, 2, 3, 2)
-    with pytest.raises(ops.BackendUnavailableError,
-                       match=r'pip install -e \. --no-build-isolation'):
-        ops.selective_scan(**kw, backend='cpu')
-    assert 'cpu' not in ops.available_backends()
-
-
-def test_missing_kernel_warns_once_and_falls_back(fresh_dispatch):
-    fresh_dispatch.setitem(sys.modules, 'mmglobalmamba._C', None)
-    kw = make_scan_inputs(2, 3, 6, 2)
-    with pytest.warns(ops.CPUKernelNotBuiltWarning, match='not built') as record:
-        out = ops.selective_scan(**kw)
-    assert len([w for w in record if issubclass(w.category, ops.CPUKernelNotBuiltWarning)]) == 1
-    assert '\n' not in str(record[0].message)
-    assert_rel_close(out, loop_selective_scan(**kw), 1e-4)
-    with warnings.catch_warnings():
-        warnings.simplefilter('error', ops.CPUKernelNotBuiltWarning)
-        ops.selective_scan(**kw)  # second call: silent
-
-
-def test_env_var_and_context_manager(fresh_dispatch):
-    fresh_dispatch.setenv(dispatch.ENV_VAR, 'torch')
-    assert ops.resolve_backend(None, 'cpu') == 'torch'
-    fresh_dispatch.setenv(dispatch.ENV_VAR, 'nonsense')
-    with pytest.raises(ValueError, match=dispatch.ENV_VAR):
-        ops.resolve_backend(None, 'cpu')
-    fresh_dispatch.setenv(dispatch.ENV_VAR, 'auto')
-    with ops.scan_backend('torch'):
-        assert ops.resolve_backend(None, 'cpu') == 'torch'
-        with ops.scan_backend('auto'):
-            assert ops.resolve_backend(None, 'cpu') in ('cpu', 'torch')
-        # An explicit argument beats the context.
-        if 'cpu' in ops.available_backends():
-            assert ops.resolve_backend('cpu', 'cpu') == 'cpu'
-    with pytest.raises(ValueError, match='unknown scan backend'):
-        with ops.scan_backend('fast'):
-            pass
-
-
-def test_import_does_not_load_optional_kernels():
-    """Importing the ops (and resolving a CPU backend) loads no CUDA package."""
-    import subprocess
-    import textwrap
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    code = textwrap.dedent("""
-        import sys
-        import mmglobalmamba.ops
-        mmglobalmamba.ops.resolve_backend(None, 'cpu')
-        bad = [m for m in ('mamba_ssm', 'causal_conv1d', 'selective_scan_cuda')
-               if m in sys.modules]
-        print(bad)
-        sys.exit(1 if bad else 0)
-    """)
-    res = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
-                         cwd=root)
-    assert res.returncode == 0, res.stdout + res.stderr
-
-
-def test_why_unavailable_and_report(fresh_dispatch):
-    fresh_dispatch.setitem(sys.modules, 'mmglobalmamba._C', None)  # import now fails
-    assert 'mmglobalmamba._C' in dispatch.why_unavailable('cpu')
-    assert any(line.startswith('cpu: NOT available') for line in dispatch.backend_report())
-    with pytest.raises(ValueError, match='unknown kernel package'):
-        dispatch.why_unavailable('nonsense')
+# The torch backend (backend choice and its errors: tests/test_dispatch.py)
 
 
 def test_torch_backend_is_the_readable_reference():
