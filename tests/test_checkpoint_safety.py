@@ -1,6 +1,8 @@
 """Safe checkpoint loading (torch >= 2.6, mmengine files) and SyncBN models on CPU."""
 import os
 import pickle
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -48,11 +50,34 @@ def _runner(work_dir, max_iters, **kwargs):
         **kwargs)
 
 
-def test_syncbn_model_trains_single_process_on_cpu_and_resumes(tmp_path):
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+    """A work dir where the SyncBN model trained 2 iterations on CPU: iter_2.pth."""
+    work_dir = tmp_path_factory.mktemp('trained')
+    _runner(work_dir, 2).train()
+    return work_dir
+
+
+@pytest.fixture(scope='module')
+def fresh_load(trained):
+    """A new interpreter loading iter_2.pth, started as soon as it exists (it runs while
+    the other tests of this file do)."""
+    code = ('import torch, mmglobalmamba; '
+            f"s = torch.load({str(trained / 'iter_2.pth')!r}, weights_only=True); "
+            "print(sorted(s))")
+    proc = subprocess.Popen([sys.executable, '-c', code], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    yield proc
+    if proc.poll() is None:
+        proc.kill()
+    proc.communicate()
+
+
+def test_syncbn_model_trains_single_process_on_cpu_and_resumes(trained, fresh_load,
+                                                               tmp_path):
     """A SyncBN model runs on CPU in one process; its mmengine checkpoint (HistoryBuffer,
     numpy) loads under weights_only=True and training resumes from it."""
-    _runner(tmp_path, 2).train()
-    ckpt = tmp_path / 'iter_2.pth'
+    ckpt = trained / 'iter_2.pth'
     assert ckpt.exists()
     state = torch.load(ckpt, weights_only=True)  # plain torch: the allow-list is enough
     assert 'message_hub' in state and 'optimizer' in state
@@ -95,15 +120,8 @@ def test_only_history_buffer_statistics_may_be_looked_up(tmp_path):
         safe_torch_load(str(path))
 
 
-def test_mmengine_checkpoint_loads_in_a_fresh_process(tmp_path):
+def test_mmengine_checkpoint_loads_in_a_fresh_process(fresh_load):
     """A new process (tools/test.py, resume) has built no HistoryBuffer yet when it loads."""
-    import subprocess
-    import sys
-    _runner(tmp_path, 2).train()
-    code = ('import torch, mmglobalmamba; '
-            f"s = torch.load({str(tmp_path / 'iter_2.pth')!r}, weights_only=True); "
-            "print(sorted(s))")
-    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
-                         timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert 'message_hub' in out.stdout
+    stdout, stderr = fresh_load.communicate(timeout=300)
+    assert fresh_load.returncode == 0, stderr[-3000:]
+    assert 'message_hub' in stdout

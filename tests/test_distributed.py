@@ -5,6 +5,7 @@ import glob
 import json
 import os
 import os.path as osp
+import runpy
 import socket
 import subprocess
 import sys
@@ -30,11 +31,13 @@ def run(cmd, env, timeout=600):
 
 
 @pytest.mark.slow
-def test_dist_train_and_resume(tmp_path):
+def test_dist_train_and_resume(tmp_path, monkeypatch):
+    """Fresh processes are the point here: torchrun starts the two ranks (the data maker
+    runs in this process, its own ``__main__`` with the same command line)."""
     data = tmp_path / 'data'
-    subprocess.run([sys.executable, 'tools/make_synthetic_seg.py', '--out', str(data),
-                    '--num-train', '8', '--num-val', '4', '--size', '64'],
-                   cwd=ROOT, check=True, capture_output=True)
+    monkeypatch.setattr(sys, 'argv', ['tools/make_synthetic_seg.py', '--out', str(data),
+                                      '--num-train', '8', '--num-val', '4', '--size', '64'])
+    runpy.run_path(osp.join(ROOT, 'tools', 'make_synthetic_seg.py'), run_name='__main__')
     work = tmp_path / 'work'
     env = dict(os.environ, PYTHON=sys.executable, PORT=str(free_port()), OMP_NUM_THREADS='1')
     options = [

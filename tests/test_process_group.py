@@ -2,11 +2,10 @@
 
 Left running, a worker that drops a finished collective during shutdown aborts the rank
 ("terminate called without an active exception"); see mmglobalmamba/engine/process_group.py.
-The check counts the OS threads of a one-rank gloo process in a fresh interpreter.
+The check counts the OS threads of a one-rank gloo process in a fresh interpreter (two of
+them, started together by conftest's ``fresh_python``).
 """
 import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -44,26 +43,30 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def run_script(mode):
-    proc = subprocess.run([sys.executable, '-c', SCRIPT, mode], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120, env=dict(os.environ, OMP_NUM_THREADS='1'))
+FRESH_PYTHON = {mode: dict(args=['-c', SCRIPT, mode], cwd=ROOT,
+                           env=dict(os.environ, OMP_NUM_THREADS='1'))
+                for mode in ('drop', 'keep')}
+
+
+def run_script(fresh_python, mode):
+    proc = fresh_python(mode, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     before, running, after, initialized = proc.stdout.split()[-4:]
     return int(before), int(running), int(after), initialized
 
 
 @needs_proc
-def test_release_joins_gloo_threads():
-    before, running, after, initialized = run_script('drop')
+def test_release_joins_gloo_threads(fresh_python):
+    before, running, after, initialized = run_script(fresh_python, 'drop')
     assert running > before  # gloo's workers and transport loop
     assert after == before, f'{running - after} of {running - before} gloo threads joined'
     assert initialized == 'False'
 
 
 @needs_proc
-def test_a_live_ddp_wrapper_keeps_the_threads():
+def test_a_live_ddp_wrapper_keeps_the_threads(fresh_python):
     """Why tools/train.py drops its runner first: destroying the group is not enough."""
-    before, running, after, _ = run_script('keep')
+    before, running, after, _ = run_script(fresh_python, 'keep')
     assert after == running > before
 
 

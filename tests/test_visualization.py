@@ -1,8 +1,7 @@
 """The serialization figure: written for square and non-square images and any band count,
 and the token grids it draws are the serializer's band grids."""
 import os
-import subprocess
-import sys
+import runpy
 
 import matplotlib
 
@@ -51,16 +50,16 @@ def test_scan_layout_positions_skip_cls():
     assert c[0].tolist() == [8.0, 8.0] and c[1].tolist() == [24.0, 8.0]
 
 
-def test_tool_writes_png_from_file(tmp_path):
+def test_tool_writes_png_from_file(tmp_path, capsys):
+    """tools/visualize_serialization.py, in-process through its main(argv)."""
     from PIL import Image
+    tool = runpy.run_path(os.path.join(ROOT, 'tools', 'visualize_serialization.py'))
     src = tmp_path / 'in.png'
     Image.fromarray(make_example_image((50, 70))).save(src)
     out = tmp_path / 'out.png'
-    run = subprocess.run(
-        [sys.executable, os.path.join(ROOT, 'tools', 'visualize_serialization.py'), str(src),
-         '--out', str(out), '--size', '64', '96', '--num-bands', '3', '--palette'],
-        capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-2000:]
+    tool['main']([str(src), '--out', str(out), '--size', '64', '96', '--num-bands', '3',
+                  '--palette'])
+    assert f'wrote {out}' in capsys.readouterr().out
     assert out.read_bytes()[:8] == PNG_MAGIC
     with Image.open(out) as im:
         assert im.mode == 'P'
