@@ -77,6 +77,7 @@ setup(
     extras_require={
         'tests': read_requirements('tests.txt'),
         'cuda': read_requirements('cuda.txt'),
+        'deploy': read_requirements('deploy.txt'),
     },
     ext_modules=ext_modules,
     cmdclass=cmdclass,

@@ -97,6 +97,7 @@ fi
 # 5. the OpenMMLab stack, test tools, and this package (editable; builds the CPU kernel)
 step "installing runtime and test requirements"
 "${PIP[@]}" install -c "$CONSTRAINTS" -r requirements/runtime.txt -r requirements/tests.txt \
+    -r requirements/deploy.txt \
     2>&1 | filter_pip
 step "installing mmglobalmamba in editable mode (compiles the CPU scan kernel)"
 "${PIP[@]}" install -c "$CONSTRAINTS" --no-build-isolation --no-deps -e . 2>&1 | filter_pip

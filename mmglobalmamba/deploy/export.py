@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
-from .onnx_scan import DEFAULT_FORM, DEFAULT_STEPS, FORMS, expand_placeholders
+from .onnx_scan import DEFAULT_STEPS, expand_placeholders
 from .runtime import METADATA_PREFIX
 from .scan_op import onnx_scan_substitute, translation_table
 
@@ -190,17 +190,19 @@ def segmentor_metadata(cfg):
     return meta
 
 
-def export_module(module, inputs, path, metadata, steps=DEFAULT_STEPS, form=DEFAULT_FORM):
+def export_module(module, inputs, path, metadata, steps=DEFAULT_STEPS):
     """Trace ``module`` at ``inputs`` with the placeholder scan, expand the scans, store
     ``metadata`` (JSON values under ``mmglobalmamba.``), check and save. -> ExportResult."""
     import onnx
-    if form not in FORMS:
-        raise ExportError(f'scan form must be one of {FORMS}, got {form!r}')
+    if steps < 1:
+        raise ExportError(f'scan steps per iteration must be >= 1, got {steps}')
     kind = metadata['kind']
     backbone = backbone_of(module)
     # band_pos_embed caches the resized positions by data_ptr, which traced (fake)
     # tensors do not have: with a gradient flowing into pos_embed it resizes instead.
     backbone.pos_embed.requires_grad_(True)
+    # The eager forward also fills the serializer's size caches (DCT bases, readouts) with
+    # real tensors before tracing, so that the trace reads them as constants.
     height, width = inputs.shape[-2:]
     try:
         with torch.no_grad():
@@ -217,11 +219,11 @@ def export_module(module, inputs, path, metadata, steps=DEFAULT_STEPS, form=DEFA
                                     custom_translation_table=translation_table(),
                                     input_names=['image'], output_names=output_names)
     model = program.model_proto
-    scans = expand_placeholders(model, steps=steps, form=form)
+    scans = expand_placeholders(model, steps=steps)
     if scans == 0:
         raise RuntimeError('no selective scan reached the ONNX substitute; is this a '
                            'GlobalMamba model?')
-    metadata = dict(metadata, scan=dict(form=form, steps=steps),
+    metadata = dict(metadata, scan_steps=steps,
                     input_shape=list(inputs.shape), outputs=output_names)
     for key, value in metadata.items():
         entry = model.metadata_props.add()
@@ -244,7 +246,7 @@ def example_inputs(batch, height, width, seed=0):
 
 
 def export_config(config, shape, out, checkpoint=None, backbone_only=False, batch=1,
-                  steps=DEFAULT_STEPS, form=DEFAULT_FORM, cfg=None):
+                  steps=DEFAULT_STEPS, cfg=None):
     """Export a config's segmentor (or backbone) at ``shape`` (H, W). Returns
     ``(ExportResult, module)``; the module is the PyTorch model that was exported."""
     cfg = cfg if cfg is not None else load_config(config)
@@ -257,4 +259,4 @@ def export_config(config, shape, out, checkpoint=None, backbone_only=False, batc
     metadata = dict(kind=kind, config=osp.basename(config))
     metadata.update(segmentor_metadata(cfg) if kind == 'segmentor'
                     else preprocess_metadata(cfg))
-    return export_module(module, inputs, out, metadata, steps=steps, form=form), module
+    return export_module(module, inputs, out, metadata, steps=steps), module
