@@ -2,6 +2,7 @@
 # Make mamba-ssm and causal-conv1d importable on a CUDA machine without network:
 #
 #     bash tools/build_cuda_kernels.sh [SDIST_DIR]
+#     bash tools/build_cuda_kernels.sh --which-python   # print the python it would use
 #
 # For each package: kept if it already imports; else installed from a wheel, or built from
 # the sdist, found in SDIST_DIR (argument, else $SDIST_DIR, else ./shared/sdists) with
@@ -14,15 +15,8 @@
 set -uo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
-SDIST_DIR="${1:-${SDIST_DIR:-./shared/sdists}}"
-LOG_DIR="${LOG_DIR:-/tmp/gpu_check_logs}"
-BUILD_ROOT="${BUILD_ROOT:-/tmp/gpu_check_src}"
-mkdir -p "$LOG_DIR" "$BUILD_ROOT"
-export MAX_JOBS="${MAX_JOBS:-16}"
-export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}"
-export MAMBA_FORCE_BUILD=TRUE CAUSAL_CONV1D_FORCE_BUILD=TRUE
-export PIP_NO_INPUT=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 
+# The first of $PYTHON, .venv/bin/python, python3, python whose torch sees CUDA.
 pick_python() {
     local cand
     for cand in "${PYTHON:-}" .venv/bin/python python3 python; do
@@ -36,6 +30,19 @@ pick_python() {
     done
     return 1
 }
+if [ "${1:-}" = "--which-python" ]; then
+    pick_python
+    exit
+fi
+
+SDIST_DIR="${1:-${SDIST_DIR:-./shared/sdists}}"
+LOG_DIR="${LOG_DIR:-/tmp/gpu_check_logs}"
+BUILD_ROOT="${BUILD_ROOT:-/tmp/gpu_check_src}"
+mkdir -p "$LOG_DIR" "$BUILD_ROOT"
+export MAX_JOBS="${MAX_JOBS:-16}"
+export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}"
+export MAMBA_FORCE_BUILD=TRUE CAUSAL_CONV1D_FORCE_BUILD=TRUE
+export PIP_NO_INPUT=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 
 PY="${PY:-$(pick_python)}" || {
     echo "build_cuda_kernels: no python with a CUDA-enabled torch found (set PYTHON=...)"

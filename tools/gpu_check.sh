@@ -31,21 +31,7 @@ mkdir -p "$LOG_DIR"
 
 say() { printf '\n== %s ==\n' "$*"; }
 
-pick_python() {
-    local cand
-    for cand in "${PYTHON:-}" .venv/bin/python python3 python; do
-        [ -n "$cand" ] || continue
-        command -v "$cand" >/dev/null 2>&1 || continue
-        if "$cand" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' \
-            >/dev/null 2>&1; then
-            echo "$cand"
-            return 0
-        fi
-    done
-    return 1
-}
-
-PY="$(pick_python)" || {
+PY="$(bash tools/build_cuda_kernels.sh --which-python)" || {
     echo "gpu_check: no python with a CUDA-enabled torch found (set PYTHON=/path/to/python)"
     exit 2
 }
