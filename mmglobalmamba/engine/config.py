@@ -112,7 +112,7 @@ def build_model_on_cpu(cfg, pretrained=True):
     shape checks and benchmarks, where the weights do not matter). Returns the model in
     train mode, as the registry builds it.
     """
-    import mmglobalmamba  # noqa: F401  (registers GlobalMamba in every scope)
+    import mmglobalmamba.models  # noqa: F401  (registers GlobalMamba in every scope)
     from mmengine.config import ConfigDict
     from mmengine.registry import init_default_scope
     scope = config_scope(cfg)
