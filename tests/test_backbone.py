@@ -25,6 +25,7 @@ def _released_file(tmp_path, arch=SMALL, seed=0, name='released.pth'):
     return str(path), sd
 
 
+@pytest.mark.slow
 def test_final_features_equal_the_released_model(tmp_path):
     """At the released depth (24 blocks): the errors of all blocks add up here."""
     path, sd = _released_file(tmp_path, arch='tiny')
@@ -46,6 +47,7 @@ def test_final_features_equal_the_released_model(tmp_path):
                                atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('size', [(512, 512), (800, 1344)])
 def test_pyramid_shapes_forward_backward(size):
     torch.manual_seed(0)
