@@ -20,7 +20,7 @@ class OpTime:
     share: float         # of the whole run (model_run event)
 
 
-def profile_by_op_type(path, inputs, threads=None, runs=3):
+def profile_by_op_type(path, inputs, threads=None, runs=2):
     """Profile ``runs`` runs of the file at ``inputs`` (one untimed warm-up first).
     Returns (rows sorted by time, top level first; ms per run of the whole model)."""
     from .runtime import OnnxModel

@@ -1,5 +1,5 @@
 """``--verify``: ONNX Runtime, in a fresh process that never imports torch, against PyTorch
-on the same preprocessed input (the comparison itself is in :mod:`.verify_child`)."""
+on the same preprocessed input (the comparison itself is in :mod:`.ort_child`)."""
 import json
 import os.path as osp
 import subprocess
@@ -14,13 +14,13 @@ from .runtime import normalize_image
 
 __all__ = ['VerifyResult', 'verify', 'image_batch']
 
-CHILD = osp.join(osp.dirname(osp.abspath(__file__)), 'verify_child.py')
+CHILD = osp.join(osp.dirname(osp.abspath(__file__)), 'ort_child.py')
 
 
 @dataclass
 class VerifyResult:
     returncode: int     # 0 within tolerance, 1 over it, other: the child failed
-    report: dict        # verify_child's JSON (per output: relative difference, agreement)
+    report: dict        # ort_child's JSON (per output: relative difference, agreement)
     text: str           # what the child printed
 
 
@@ -42,7 +42,7 @@ def verify(module, path, inputs, tolerance=1e-4, threads=None):
     with tempfile.TemporaryDirectory(prefix='mmglobalmamba_verify_') as tmp:
         data, out = osp.join(tmp, 'io.npz'), osp.join(tmp, 'result.json')
         np.savez(data, inputs=inputs, **{f'ref_{i}': r.numpy() for i, r in enumerate(refs)})
-        cmd = [sys.executable, CHILD, '--model', path, '--data', data, '--out', out,
+        cmd = [sys.executable, CHILD, 'verify', '--model', path, '--data', data, '--out', out,
                '--tolerance', str(tolerance)]
         if threads:
             cmd += ['--threads', str(threads)]

@@ -1,19 +1,24 @@
-"""The ONNX Runtime side of ``--verify``, run as a script in a fresh process that cannot
-import torch: the file is run by onnxruntime and numpy alone, as a deployment would.
+"""The ONNX Runtime side of ``--verify`` and ``--benchmark``, run as a script in a fresh
+process that cannot import torch: files run by onnxruntime and numpy alone, as a
+deployment runs them, and without sharing threads or heap with PyTorch.
 
-``python verify_child.py --model FILE --data NPZ --out JSON [--tolerance T]`` reads the
-preprocessed inputs and PyTorch's outputs from NPZ (``inputs``, ``ref_0``, ``ref_1``, ...),
-runs the file, prints per output the max absolute difference relative to the output's max
+``python ort_child.py verify --model FILE --data NPZ --out JSON [--tolerance T]`` reads
+the preprocessed inputs and PyTorch's outputs from NPZ (``inputs``, ``ref_0``, ...), runs
+the file, prints per output the max absolute difference relative to the output's max
 magnitude and, for a segmentor, the share of pixels whose argmax class agrees (logits
 resized to the input size as in prediction); writes the same to JSON; exits 1 when a
 relative difference is over the tolerance.
+
+``python ort_child.py serve --model FILE [--model FILE ...] --data NPZ`` loads the files,
+then runs file ``i`` on ``inputs`` for each line ``run i`` on stdin (answering ``done``),
+and for ``profile i`` prints its profile by op type as one JSON line.
 """
 import argparse
 import json
 import os.path as osp
 import sys
 
-__all__ = ['block_torch', 'compare_outputs', 'main']
+__all__ = ['block_torch', 'compare_outputs', 'serve', 'main']
 
 
 class _TorchBlocker:
@@ -57,14 +62,43 @@ def compare_outputs(outputs, references, kind):
     return rows
 
 
+def serve(args):
+    """Answer ``run i`` / ``profile i`` lines on stdin until it closes."""
+    import dataclasses
+
+    import numpy as np
+    from mmglobalmamba.deploy.profile import profile_by_op_type
+    from mmglobalmamba.deploy.runtime import OnnxModel
+    inputs = np.load(args.data)['inputs']
+    models = [OnnxModel(path, threads=args.threads) for path in args.model]
+    print('ready', flush=True)
+    for line in sys.stdin:
+        command, index = line.split()
+        index = int(index)
+        if command == 'run':
+            models[index].run(inputs)
+            print('done', flush=True)
+        elif command == 'profile':
+            rows, run_ms = profile_by_op_type(args.model[index], inputs, args.threads)
+            print(json.dumps(dict(rows=[dataclasses.asdict(r) for r in rows],
+                                  run_ms=run_ms)), flush=True)
+        else:
+            raise ValueError(f'unknown command {line!r}')
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--model', required=True)
+    parser.add_argument('command', choices=['verify', 'serve'])
+    parser.add_argument('--model', required=True, action='append')
     parser.add_argument('--data', required=True)
-    parser.add_argument('--out', required=True)
+    parser.add_argument('--out')
     parser.add_argument('--tolerance', type=float, default=1e-4)
     parser.add_argument('--threads', type=int, default=None)
     args = parser.parse_args(argv)
+    if args.command == 'serve':
+        return serve(args)
+    args.model = args.model[0]
     import numpy as np
     from mmglobalmamba.deploy.runtime import OnnxModel
     model = OnnxModel(args.model, threads=args.threads)
