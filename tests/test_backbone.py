@@ -160,7 +160,7 @@ def test_missing_file_and_corrupt_file(tmp_path):
         return GlobalMamba(SMALL, out_indices=(1,), pyramid_strides=(16,),
                            init_cfg=dict(type='Pretrained', checkpoint=str(checkpoint)))
 
-    with pytest.raises(FileNotFoundError, match='does not exist'):
+    with pytest.raises(FileNotFoundError, match="weights '/no/such.pth' do not exist"):
         model('/no/such.pth').init_weights()
     bad = tmp_path / 'corrupt.pth'
     bad.write_bytes(b'not a checkpoint at all')
