@@ -14,7 +14,7 @@ import importlib
 
 _LAZY = {
     'OnnxModel': 'runtime', 'OnnxSegmentor': 'runtime', 'export_config': 'export',
-    'ExportError': 'export', 'verify': 'verify', 'benchmark_exports': 'benchmark',
+    'ExportError': 'export', 'benchmark_exports': 'benchmark',
 }
 
 __all__ = sorted(_LAZY)
