@@ -105,7 +105,7 @@ def test_train_step_rows_with_cp_and_ratios():
     rows = []
     for cp in (False, True):
         torch.manual_seed(0)  # the same random weights for both rows
-        rows.append(train_step.time_train_step('tiny', (32, 32), 2, cp, 'fp32', iters=1,
+        rows.append(train_step.time_train_step(SMALL, (32, 32), 2, cp, 'fp32', iters=1,
                                                warmup=1))
     assert all(not r.error and r.ms_per_step > 0 and len(r.losses) == 2 for r in rows)
     # same weights and data: the with_cp step gives the same first loss
@@ -114,11 +114,11 @@ def test_train_step_rows_with_cp_and_ratios():
     assert (off, on) == (rows[0], rows[1])
     assert mem == off.peak_mib / max(on.peak_mib, 1e-9) and t == on.best_ms / off.best_ms
     other = train_step.TrainStepResult(**dict(vars(rows[0]), name='base', best_ms=2.0))
-    ((r, base, ratio), ) = train_step.step_time_ratios(rows + [other], 'GlobalMamba-tiny',
-                                                       'base')
+    ((r, base, ratio), ) = train_step.step_time_ratios(rows + [other], rows[0].name, 'base')
     assert base is other and r is rows[0] and ratio == rows[0].best_ms / 2.0
     table = train_step.format_train_table(rows, markdown=True)
-    assert table.count('\n') == 3 and '| GlobalMamba-tiny | 32x32 | 2 | on | fp32 |' in table
+    assert table.count('\n') == 3
+    assert '| GlobalMamba(embed_dims=32, depth=2) | 32x32 | 2 | on | fp32 |' in table
 
 
 def test_train_step_child_failure_is_a_row():

@@ -102,7 +102,8 @@ def test_reexec_under_tcmalloc_keeps_the_command():
                                                              marks=needs_tcmalloc)])
 def test_train_step_row_in_child(allocator):
     from mmglobalmamba.benchmark.train_step import time_train_step_in_child
-    row = time_train_step_in_child('tiny', (64, 64), 2, True, 'fp32', iters=1, warmup=1,
+    row = time_train_step_in_child(dict(embed_dims=32, depth=2), (64, 64), 2, True, 'fp32',
+                                   iters=1, warmup=1,
                                    backend='cpu', allocator=allocator, timeout=600)
     assert row.error == '' and row.allocator == allocator and row.with_cp
     assert len(row.losses) == 2 and all(math.isfinite(v) for v in row.losses)

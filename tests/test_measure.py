@@ -58,6 +58,7 @@ def test_row_name_and_spec():
         'upernet_globalmamba_ade20k'
     assert measure.row_name('tiny') == 'GlobalMamba-tiny'
     assert measure.row_name('vit-sdpa') == 'vit-sdpa'
+    assert measure.row_name(dict(embed_dims=32, depth=2)) == 'GlobalMamba(embed_dims=32, depth=2)'
     assert measure.split_spec('tiny@800x1344', [(512, 512)]) == ('tiny', [(800, 1344)])
     assert measure.split_spec('a.py', [(1, 2), (3, 4)]) == ('a.py', [(1, 2), (3, 4)])
     with pytest.raises(ValueError, match='NAME@HxW'):

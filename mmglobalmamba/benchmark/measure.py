@@ -244,12 +244,15 @@ def format_table(header, rows, markdown=False):
 def row_name(what):
     """The table name of what is measured: a config path's file stem
     ('configs/upernet_globalmamba_ade20k.py' -> 'upernet_globalmamba_ade20k'), a backbone
-    preset as 'GlobalMamba-<preset>', anything else unchanged."""
-    if isinstance(what, str) and what.endswith('.py'):
+    preset as 'GlobalMamba-<preset>', a custom arch dict as 'GlobalMamba(<its keys>)',
+    anything else unchanged."""
+    if isinstance(what, dict):
+        return 'GlobalMamba(' + ', '.join(f'{k}={v}' for k, v in what.items()) + ')'
+    if what.endswith('.py'):
         return osp.splitext(osp.basename(what))[0]
     if what in ('tiny', 'small'):
         return f'GlobalMamba-{what}'
-    return str(what)
+    return what
 
 
 def split_spec(spec, default_shapes):

@@ -75,7 +75,8 @@ def _amp_wrapper_cfg(optim_cfg, precision, device):
 def build_train_setup(what, with_cp=False, precision='fp32', device='cpu', cfg_options=None):
     """(model, optim_wrapper, task, num_classes) ready for :func:`time_train_step`.
 
-    ``what``: a backbone preset name ('tiny', 'small') or an mmseg / mmdet config path.
+    ``what``: a backbone preset name ('tiny', 'small') or arch dict (``embed_dims``,
+    ``depth``), or an mmseg / mmdet config path.
     ``precision``: 'fp32', 'fp16' (CUDA) or 'bf16'. Configs use their own optimizer and
     layer-decay constructor; backbones AdamW (lr 1e-4, weight decay 0.05).
     """
@@ -84,7 +85,7 @@ def build_train_setup(what, with_cp=False, precision='fp32', device='cpu', cfg_o
 
     from mmglobalmamba.engine.config import build_backbone, build_model_from_config
     device = torch.device(device)
-    if what.endswith('.py'):
+    if isinstance(what, str) and what.endswith('.py'):
         cfg = Config.fromfile(what)
         if cfg_options:
             cfg.merge_from_dict(cfg_options)
