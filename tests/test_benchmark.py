@@ -136,6 +136,7 @@ def test_throughput_tool(capsys):
     assert 'at start' in out and 'at end' in out                 # the machine line
 
 
+@pytest.mark.slow
 def test_train_step_tool_rows_in_children(capsys):
     """One fresh process per row, under the allocator asked for, with the with_cp line."""
     out = _run_tool('benchmark_train_step', [

@@ -203,6 +203,7 @@ def _scan_node_count(path):
                for n in graph.node if n.name.startswith('selective_scan_'))
 
 
+@pytest.mark.slow
 def test_backbone_graph_does_not_grow_with_tokens(tmp_path):
     """The scan's nodes are the same at L = 23 and L = 255 (both padded to a multiple of the
     steps per iteration); the rest of the graph differs only by the ops the serializer and
@@ -321,6 +322,7 @@ def test_runtime_without_onnxruntime_says_how_to_install(tiny_segmentor):
     assert 'requirements/deploy.txt' in proc.stdout
 
 
+@pytest.mark.slow
 def test_tool_exports_verifies_and_benchmarks(tiny_config, tmp_path, capsys):
     sys.path.insert(0, osp.join(ROOT, 'tools'))
     try:
@@ -388,6 +390,7 @@ def test_detector_needs_backbone_only(tmp_path):
     assert 'NMS' in message and 'RoIAlign' in message and '--backbone-only' in message
 
 
+@pytest.mark.slow
 def test_detector_backbone_only_exports(tmp_path):
     config = tmp_path / 'mask_rcnn_tiny.py'
     config.write_text(textwrap.dedent(f'''

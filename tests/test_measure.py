@@ -90,11 +90,20 @@ def test_peak_memory_sees_a_large_allocation():
     assert idle.peak_mib < 60  # the first peak does not leak into the next measurement
 
 
-def test_child_returns_result_or_fails_clearly():
-    """One fresh process that succeeds, one that raises."""
+def test_child_returns_the_result():
+    """A fresh process returns the function's result (its failure path:
+    test_benchmark's failing train-step row, and ChildFailed below without a process)."""
     out = run_in_child('mmglobalmamba.benchmark.measure:split_spec',
                        dict(spec='small@64x96', default_shapes=[]))
     assert out == ['small', [[64, 96]]]
-    with pytest.raises(ChildFailed, match='child exited with 1: ValueError: bad size'):
-        run_in_child('mmglobalmamba.benchmark.measure:split_spec',
-                     dict(spec='small@64', default_shapes=[]))
+
+
+def test_child_failure_carries_the_last_line(monkeypatch):
+    import subprocess
+
+    from mmglobalmamba.benchmark import child
+    done = subprocess.CompletedProcess([], 1, stdout='noise\n',
+                                       stderr='Traceback ...\nValueError: bad size\n')
+    monkeypatch.setattr(child.subprocess, 'run', lambda *a, **k: done)
+    with pytest.raises(ChildFailed, match='child exited with 1: ValueError: bad size$'):
+        run_in_child('m:f', {})

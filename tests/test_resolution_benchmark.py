@@ -29,6 +29,18 @@ def test_bad_input_is_refused_with_the_reason():
         res.sweep([64], ['ViT-B'])  # checked before any process starts
 
 
+def test_every_model_measured_in_process():
+    """The row of each model (what a child returns), in this process: hand-counted
+    tokens and the stride-16 map, no pyramid."""
+    rows = {m: res.measure_forward(m, [64, 64], rounds=1, warmup=0, **SMALL)
+            for m in res.MODELS}
+    # bands 64//8 -> 1x1 (at least), 64//4 -> 1x1, 64//2 -> 2x2, 64 -> 4x4: 1 + 1 + 4 + 16
+    assert {m: r['tokens'] for m, r in rows.items()} == {
+        'GlobalMamba-T': 22, 'Vim-T': 16, 'ViT-Ti': 16, 'ViT-Ti-SDPA': 16}
+    assert all(r['output_shape'] == [1, 48, 4, 4] and r['best_s'] > 0 for r in rows.values())
+
+
+@pytest.mark.slow
 def test_sweep_gives_a_row_per_model_from_fresh_processes():
     rows = res.sweep([64], res.MODELS, rounds=2, warmup=1, threads=1, **SMALL)
     assert [r['model'] for r in rows] == list(res.MODELS)
@@ -88,6 +100,7 @@ def test_a_failing_model_gives_an_error_row():
         tool.main(['--sweep', '100'])
 
 
+@pytest.mark.slow
 def test_tool_prints_machine_table_and_command():
     cmd = [sys.executable, 'tools/benchmark_resolution.py', '--sweep', '64', '--models',
            'GlobalMamba-T', '--rounds', '1', '--threads', '1', '--markdown']
