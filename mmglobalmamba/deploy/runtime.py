@@ -14,6 +14,8 @@ model, resizes the logits back to the image size (bilinear, as mmseg does) and t
 argmax. This module must never import torch (tested in a process where torch cannot load).
 """
 import json
+import os
+import tempfile
 
 import numpy as np
 
@@ -100,8 +102,10 @@ class OnnxModel:
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
-        if profile:
+        if profile:  # its trace goes to the temp folder, not the working directory
             options.enable_profiling = True
+            options.profile_file_prefix = os.path.join(tempfile.gettempdir(),
+                                                       'mmglobalmamba_ort_profile')
         self.path = path
         self.session = ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
         self.metadata = read_metadata(self.session.get_modelmeta().custom_metadata_map)
