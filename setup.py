@@ -72,6 +72,7 @@ setup(
     if os.path.exists(os.path.join(HERE, 'README.md')) else '',
     long_description_content_type='text/markdown',
     packages=find_packages(exclude=('tests', 'tools', 'configs')),
+    license='Apache-2.0',
     python_requires='>=3.9',
     install_requires=read_requirements('runtime.txt'),
     extras_require={

@@ -95,7 +95,7 @@ else
 fi
 
 # 5. the OpenMMLab stack, test tools, and this package (editable; builds the CPU kernel)
-step "installing runtime and test requirements"
+step "installing runtime, test and deploy (onnx, onnxruntime) requirements"
 "${PIP[@]}" install -c "$CONSTRAINTS" -r requirements/runtime.txt -r requirements/tests.txt \
     -r requirements/deploy.txt \
     2>&1 | filter_pip
