@@ -98,8 +98,8 @@ def test_reexec_under_tcmalloc_keeps_the_command():
     assert out.stdout.strip().splitlines()[-1] == "ran ['arg1'] tcmalloc tcmalloc"
 
 
-@pytest.mark.parametrize('allocator', ['glibc', pytest.param('tcmalloc',
-                                                             marks=needs_tcmalloc)])
+@pytest.mark.parametrize('allocator', [pytest.param('glibc', marks=pytest.mark.slow),
+                                       pytest.param('tcmalloc', marks=needs_tcmalloc)])
 def test_train_step_row_in_child(allocator):
     from mmglobalmamba.benchmark.train_step import time_train_step_in_child
     row = time_train_step_in_child(dict(embed_dims=32, depth=2), (64, 64), 2, True, 'fp32',
