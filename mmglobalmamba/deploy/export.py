@@ -60,17 +60,6 @@ def load_config(path):
     return Config.fromfile(path)
 
 
-class TensorModeSegmentor(nn.Module):
-    """An mmseg segmentor in tensor mode: normalized image -> decode-head logits."""
-
-    def __init__(self, segmentor):
-        super().__init__()
-        self.segmentor = segmentor
-
-    def forward(self, image):
-        return self.segmentor(image, mode='tensor')  # (batch, classes, H / 4, W / 4)
-
-
 class BackboneFeatures(nn.Module):
     """The backbone alone: image -> tuple of its out_indices feature maps."""
 
@@ -128,6 +117,7 @@ def build_export_model(cfg, checkpoint=None, backbone_only=False, config_name='c
     Without ``checkpoint`` the weights are the config's random init (pretrained files are
     not read): for trying the export and timing it. Detectors need ``backbone_only``."""
     from mmglobalmamba.engine.config import build_model_on_cpu, config_scope
+    from mmglobalmamba.engine.synthetic_batch import TensorForward
     scope = config_scope(cfg)
     if scope == 'mmdet' and not backbone_only:
         raise ExportError(DETECTOR_MESSAGE.format(config=config_name))
@@ -137,7 +127,8 @@ def build_export_model(cfg, checkpoint=None, backbone_only=False, config_name='c
         if checkpoint is not None:
             load_checkpoint_strict(model.backbone, checkpoint, prefix='backbone.')
     else:
-        module, kind = TensorModeSegmentor(model), 'segmentor'
+        # tensor mode: normalized image -> decode-head logits (batch, classes, H / 4, W / 4)
+        module, kind = TensorForward(model, 'seg'), 'segmentor'
         if checkpoint is not None:
             load_checkpoint_strict(model, checkpoint)
     return module.eval(), kind
@@ -145,7 +136,7 @@ def build_export_model(cfg, checkpoint=None, backbone_only=False, config_name='c
 
 def backbone_of(module):
     return module.backbone if isinstance(module, BackboneFeatures) \
-        else module.segmentor.backbone
+        else module.model.backbone
 
 
 def check_export_shape(module, height, width):

@@ -74,10 +74,11 @@ def synthetic_batch(task, shape, batch=1, num_classes=2, with_gt=True, seed=0):
 
 class TensorForward(nn.Module):
     """``model(inputs, samples, mode='tensor')`` as a one-tensor forward (backbone, neck
-    and heads; mmdet's RoI head on the RPN proposals), for tracing and timing. ``samples``:
-    None for mmseg, :func:`synthetic_samples` without targets for mmdet."""
+    and heads; mmdet's RoI head on the RPN proposals), for tracing, timing and ONNX export.
+    Its samples: None for mmseg, :func:`synthetic_samples` of ``shape`` without targets for
+    mmdet."""
 
-    def __init__(self, model, task, shape, batch=1):
+    def __init__(self, model, task, shape=None, batch=1):
         super().__init__()
         self.model = model  # attribute name kept short: module names read 'model.backbone'
         self._samples = None if task == 'seg' else synthetic_samples(
