@@ -188,10 +188,6 @@ def export_module(module, inputs, path, metadata, steps=DEFAULT_STEPS):
     if steps < 1:
         raise ExportError(f'scan steps per iteration must be >= 1, got {steps}')
     kind = metadata['kind']
-    backbone = backbone_of(module)
-    # band_pos_embed caches the resized positions by data_ptr, which traced (fake)
-    # tensors do not have: with a gradient flowing into pos_embed it resizes instead.
-    backbone.pos_embed.requires_grad_(True)
     # The eager forward also fills the serializer's size caches (DCT bases, readouts) with
     # real tensors before tracing, so that the trace reads them as constants.
     height, width = inputs.shape[-2:]
@@ -205,7 +201,7 @@ def export_module(module, inputs, path, metadata, steps=DEFAULT_STEPS):
     output_names = ['logits'] if kind == 'segmentor' else \
         [f'features_{i}' for i in range(len(outputs))]
     start = time.perf_counter()
-    with onnx_scan_substitute(), torch.enable_grad():
+    with onnx_scan_substitute(), torch.no_grad():
         program = torch.onnx.export(module, (inputs, ), dynamo=True, verbose=False,
                                     custom_translation_table=translation_table(),
                                     input_names=['image'], output_names=output_names)

@@ -256,10 +256,11 @@ class GlobalMamba(BaseModule):
     # ----------------------------------------------------------------- forward
     def band_pos_embed(self, grids):
         """pos_embed for the current band grids (1, N + 1, D), cached by size when no
-        gradient flows into it."""
+        gradient flows into it and the forward is not being traced (export, compile)."""
         if list(grids) == list(self.pretrain_grids):
             return self.pos_embed
-        if torch.is_grad_enabled() and self.pos_embed.requires_grad:
+        tracing = torch.compiler.is_compiling() or torch.jit.is_tracing()
+        if tracing or (torch.is_grad_enabled() and self.pos_embed.requires_grad):
             return resize_band_pos_embed(self.pos_embed, self.pretrain_grids, grids)
         version = (self.pos_embed._version, self.pos_embed.data_ptr(), self.pos_embed.dtype)
         key = tuple(map(tuple, grids))
