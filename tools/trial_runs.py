@@ -39,14 +39,15 @@ def main(argv=None):
     import torch
     from mmengine.config import Config
 
+    from mmglobalmamba.benchmark.measure import describe_machine
     from mmglobalmamba.checks.trial_run import format_trials, make_trial_data, trial_run
     from mmglobalmamba.ops import available_backends
     cuda = torch.cuda.is_available()
     precision = args.precision or ('fp16' if cuda else 'fp32')
     backends = available_backends('mamba_inner')
-    print(f'trial runs on {"CUDA " + torch.cuda.get_device_name(0) if cuda else "CPU"}, '
-          f'torch {torch.__version__}, scan backends {backends}, precision {precision}, '
-          f'{args.iters} iterations, size {args.size or "real"}', flush=True)
+    machine = describe_machine('cuda' if cuda else 'cpu')
+    print(f'trial runs on {machine.describe()}; scan backends {backends}, precision '
+          f'{precision}, {args.iters} iterations, size {args.size or "real"}', flush=True)
     if args.require_cuda_kernels and not (cuda and 'cuda' in backends):
         sys.exit('trial runs: the CUDA kernels are not available (mamba-ssm, causal-conv1d)')
     cps = {'off': [False], 'on': [True], 'both': [False, True]}[args.with_cp]
@@ -68,7 +69,7 @@ def main(argv=None):
             results.append(r)
             if not r.finite:
                 failed.append(f'{name} (non-finite loss)')
-    print('\n' + format_trials(results))
+    print(f'\n{machine.finish().describe()}\n' + format_trials(results))
     if failed:
         print('FAILED: ' + ', '.join(failed))
         sys.exit(1)
