@@ -101,3 +101,17 @@ def test_child_failure_carries_the_last_line(monkeypatch):
     monkeypatch.setattr(child.subprocess, 'run', lambda *a, **k: done)
     with pytest.raises(ChildFailed, match='child exited with 1: ValueError: bad size$'):
         run_in_child('m:f', {})
+
+
+def test_child_past_its_timeout_is_a_failure(monkeypatch):
+    """A child killed at its timeout raises ChildFailed (a row with an error for the
+    train-step and resolution benchmarks), not subprocess.TimeoutExpired."""
+    import subprocess
+
+    from mmglobalmamba.benchmark import child
+
+    def run(cmd, **kwargs):
+        raise subprocess.TimeoutExpired(cmd, kwargs['timeout'])
+    monkeypatch.setattr(child.subprocess, 'run', run)
+    with pytest.raises(ChildFailed, match=r'child timed out after 5 s \(killed\)'):
+        run_in_child('m:f', {}, timeout=5)

@@ -27,11 +27,15 @@ class ChildFailed(RuntimeError):
 def run_in_child(target, kwargs, env=None, timeout=None):
     """``target(**kwargs)`` (``target`` = 'package.module:function') in a fresh process
     with environment ``env`` (default: this one's). Returns the child's result as a dict;
-    raises :class:`ChildFailed` with the exit status and the last line of its stderr."""
+    raises :class:`ChildFailed` with the exit status and the last line of its stderr, or
+    when the child runs past ``timeout`` seconds (it is killed)."""
     env = dict(os.environ if env is None else env)
     env['PYTHONPATH'] = os.pathsep.join(p for p in (_ROOT, env.get('PYTHONPATH')) if p)
-    proc = subprocess.run([sys.executable, '-m', __name__, target, json.dumps(kwargs)],
-                          env=env, capture_output=True, text=True, timeout=timeout)
+    try:
+        proc = subprocess.run([sys.executable, '-m', __name__, target, json.dumps(kwargs)],
+                              env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise ChildFailed(f'child timed out after {timeout} s (killed)') from None
     for line in proc.stdout.splitlines():
         if line.startswith(_TAG):
             return json.loads(line[len(_TAG):])
